@@ -1,0 +1,150 @@
+"""Read back the ``run-*.wandb`` files that wandb-core writes.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, a 2-byte magic,
+a version byte), then 32 KiB blocks counted from the start of the file, each
+holding chunks ``[crc32 LE u32][length LE u16][type u8][data]``. A record may
+span chunks (FIRST, MIDDLE..., LAST); each whole record is a protobuf
+``wandb_internal_pb2.Record``. An offline run resumed under the same id gets a
+second ``offline-run-*-<id>`` directory; :func:`read_run` merges the pieces in
+the order they were written.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2
+
+_HEADER = b":W&B"
+_HEADER_LEN = 7
+_BLOCK = 32 * 1024
+_CHUNK_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+class CorruptRunFile(ValueError):
+    """Raised when a run file does not follow the log format."""
+
+
+def iter_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
+    """Yield every whole record of one ``.wandb`` file, checking each crc."""
+    data = path.read_bytes()
+    if data[:4] != _HEADER:
+        raise CorruptRunFile(f"{path}: no :W&B header")
+    pos = _HEADER_LEN
+    pending: bytearray | None = None
+    while pos + _CHUNK_HEADER <= len(data):
+        left_in_block = _BLOCK - pos % _BLOCK
+        if left_in_block < _CHUNK_HEADER:
+            pos += left_in_block  # the tail of a block too small for a chunk is padding
+            continue
+        crc, length, kind = struct.unpack_from("<IHB", data, pos)
+        if crc == 0 and length == 0 and kind == 0:
+            pos += left_in_block  # zero padding up to the next block
+            continue
+        start = pos + _CHUNK_HEADER
+        chunk = data[start : start + length]
+        if len(chunk) != length:
+            break  # a chunk cut short by a crash: the records before it stand
+        if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
+            raise CorruptRunFile(f"{path}: crc mismatch at offset {pos}")
+        pos = start + length
+        if kind == _FULL:
+            yield _parse(chunk)
+        elif kind == _FIRST:
+            pending = bytearray(chunk)
+        elif kind in (_MIDDLE, _LAST):
+            if pending is None:
+                raise CorruptRunFile(f"{path}: chunk type {kind} with no FIRST")
+            pending += chunk
+            if kind == _LAST:
+                yield _parse(bytes(pending))
+                pending = None
+        else:
+            raise CorruptRunFile(f"{path}: unknown chunk type {kind} at {pos}")
+
+
+def _parse(payload: bytes) -> wandb_internal_pb2.Record:
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(payload)
+    return record
+
+
+@dataclass
+class RunData:
+    """What one W&B run holds, merged over all the files written for it."""
+
+    run_id: str = ""
+    project: str = ""
+    group: str = ""
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    exit_codes: list[int] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    telemetry_seen: bool = False
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of the last piece of the run, None if it never finished."""
+        return self.exit_codes[-1] if self.exit_codes else None
+
+    def column(self, key: str) -> list[Any]:
+        """Every value of ``key`` in history order (rows without it skipped)."""
+        return [row[key] for row in self.history if key in row]
+
+
+def _key(item: Any) -> str:
+    return "/".join(item.nested_key) if item.nested_key else str(item.key)
+
+
+def read_run_files(paths: list[Path]) -> RunData:
+    """Merge the records of ``paths`` (in that order) into one :class:`RunData`."""
+    run = RunData(files=list(paths))
+    for path in paths:
+        for record in iter_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                r = record.run
+                run.run_id, run.project = r.run_id, r.project
+                run.group, run.name = r.run_group, r.display_name
+                for item in r.config.update:
+                    run.config[_key(item)] = json.loads(item.value_json)
+            elif kind == "config":
+                for item in record.config.update:
+                    run.config[_key(item)] = json.loads(item.value_json)
+                for item in record.config.remove:
+                    run.config.pop(_key(item), None)
+            elif kind == "history":
+                run.history.append(
+                    {_key(i): json.loads(i.value_json) for i in record.history.item}
+                )
+            elif kind == "summary":
+                for item in record.summary.update:
+                    run.summary[_key(item)] = json.loads(item.value_json)
+            elif kind == "exit":
+                run.exit_codes.append(record.exit.exit_code)
+            elif kind == "telemetry":
+                run.telemetry_seen = True
+    # wandb stores each config value as {"value": v, "desc": ...}
+    run.config = {
+        k: (v["value"] if isinstance(v, dict) and "value" in v else v)
+        for k, v in run.config.items()
+    }
+    return run
+
+
+def find_runs(root: Path) -> dict[str, RunData]:
+    """Every W&B run written under ``root``, by run id, resumed pieces merged."""
+    pieces: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("run-*.wandb"), key=lambda p: p.parent.name):
+        run_id = path.stem[len("run-") :]
+        pieces.setdefault(run_id, []).append(path)
+    return {run_id: read_run_files(paths) for run_id, paths in pieces.items()}

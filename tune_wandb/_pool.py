@@ -1,0 +1,413 @@
+"""The driver's side of the process model: the launcher, the workers, their sockets.
+
+:class:`WorkerPool` starts the launcher (``python -m tune_wandb._launcher``, never
+a fork of the driver), asks it for one worker per trial, and gives each worker a
+socket of its own, fed by a sender thread, so that putting a result costs the
+caller a queue append and nothing that waits on a worker, on W&B or on the
+network. A monitor thread reads what workers and the launcher say, and reports
+a worker that died before finishing its run, with its exit code.
+
+Shutdown escalates as CPython's process pool does: end marker, join with a
+deadline, SIGTERM, SIGKILL; every process is reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import send_handle
+from typing import Any
+
+import cloudpickle
+
+from tune_wandb._protocol import (
+    Batch,
+    FinishRun,
+    LauncherError,
+    LogRow,
+    RunFinished,
+    RunStarted,
+    ShutdownLauncher,
+    SpawnWorker,
+    StopWorker,
+    UploadCheckpoint,
+    WorkerExited,
+    WorkerLog,
+    WorkerSetup,
+    WorkerStarted,
+)
+
+logger = logging.getLogger("tune_wandb")
+
+#: The most messages a sender puts in one batch.
+_MAX_BATCH = 512
+#: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
+_STOP_STEP_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _StopSender:
+    """Internal marker: the sender thread ends without sending anything more."""
+
+
+class _Sender:
+    """A worker's outbound queue: a thread pickles and sends what is put.
+
+    The caller's cost is one ``SimpleQueue.put``; pickling and the socket write
+    happen on this thread, which batches whatever piled up while it was busy.
+    """
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, message: LogRow | UploadCheckpoint | FinishRun | _StopSender) -> None:
+        self._queue.put(message)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            batch = [get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < _MAX_BATCH:
+                    batch.append(get_nowait())
+            done = any(isinstance(m, (FinishRun, _StopSender)) for m in batch)
+            messages = tuple(m for m in batch if not isinstance(m, _StopSender))
+            if messages:
+                try:
+                    self._conn.send_bytes(
+                        pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+                    )
+                except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                    self.error = exc
+                    return
+            if done:
+                return
+
+
+class WorkerHandle:
+    """The driver's view of one trial's worker."""
+
+    def __init__(self, worker_id: str, trial_name: str, conn: Connection) -> None:
+        self.worker_id = worker_id
+        self.trial_name = trial_name
+        self.conn = conn
+        self.sender = _Sender(conn, f"tune-wandb-sender-{worker_id}")
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+        self.started: RunStarted | None = None
+        self.finished: RunFinished | None = None
+        self.finishing = False
+        self.stopped_by_us = False
+        self.conn_open = True
+        self.exited = threading.Event()
+
+    def put(self, message: LogRow | UploadCheckpoint) -> None:
+        """Queue a message for the worker; returns at once."""
+        self.sender.put(message)
+
+    def finish(self, exit_code: int) -> None:
+        """Send the end marker (once); returns at once."""
+        if not self.finishing:
+            self.finishing = True
+            self.sender.put(FinishRun(exit_code))
+
+    @property
+    def run_dir(self) -> str | None:
+        """Where the run's files are, as far as the driver knows."""
+        if self.finished is not None:
+            return self.finished.run_dir
+        return self.started.run_dir if self.started is not None else None
+
+
+class WorkerPool:
+    """Starts and ends the workers of one experiment.
+
+    The pool can be closed and started again (one per callback, reused
+    across experiments run with the same callback object).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._workers: dict[str, WorkerHandle] = {}
+        self._launcher: subprocess.Popen[bytes] | None = None
+        self._launcher_conn: Connection | None = None
+        self._monitor: threading.Thread | None = None
+        self._wake_r: Connection | None = None
+        self._wake_w: Connection | None = None
+        self._closing = False
+
+    # -- start --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the launcher and the monitor thread if they are not running."""
+        with self._lock:
+            self._closing = False
+            if self._launcher is None or self._launcher.poll() is not None:
+                self._start_launcher()
+            if self._monitor is None or not self._monitor.is_alive():
+                wake_r, wake_w = socket.socketpair()
+                self._wake_r = Connection(wake_r.detach())
+                self._wake_w = Connection(wake_w.detach())
+                self._monitor = threading.Thread(
+                    target=self._monitor_loop, name="tune-wandb-monitor", daemon=True
+                )
+                self._monitor.start()
+
+    def _start_launcher(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        # The launcher imports what the driver can import, and nothing runs the
+        # user's script: sys.path holds directories, not modules to execute.
+        path = [p for p in sys.path if p]
+        if env.get("PYTHONPATH"):
+            path.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        try:
+            self._launcher = subprocess.Popen(
+                [sys.executable, "-m", "tune_wandb._launcher", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                # Out of the terminal's process group: Ctrl-C is the driver's to handle.
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        self._launcher_conn = Connection(ours.detach())
+        self._wake()
+
+    def spawn(self, worker_id: str, trial_name: str, setup: WorkerSetup) -> WorkerHandle:
+        """Ask the launcher for a worker; returns without waiting for it."""
+        payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
+        ours, theirs = socket.socketpair()
+        handle = WorkerHandle(worker_id, trial_name, Connection(ours.detach()))
+        with self._lock:
+            self.start()
+            self._workers[worker_id] = handle
+            conn = self._launcher_conn
+            assert conn is not None and self._launcher is not None
+            try:
+                conn.send_bytes(pickle.dumps(SpawnWorker(worker_id, payload)))
+                send_handle(conn, theirs.fileno(), self._launcher.pid)
+            except OSError as exc:
+                logger.error("tune-wandb: could not reach the launcher to start a worker for %s: %r",
+                             trial_name, exc)
+            finally:
+                theirs.close()
+            self._wake()
+        return handle
+
+    def get(self, worker_id: str) -> WorkerHandle | None:
+        """The handle of a worker that has not exited, if any."""
+        with self._lock:
+            handle = self._workers.get(worker_id)
+            return None if handle is None or handle.exited.is_set() else handle
+
+    def handles(self) -> list[WorkerHandle]:
+        """Every worker this pool started and has not forgotten."""
+        with self._lock:
+            return list(self._workers.values())
+
+    # -- the monitor thread ---------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send_bytes(b"")
+
+    def _monitor_loop(self) -> None:
+        # Only this thread reads from or closes the sockets once they are
+        # registered, so a socket is never closed under a wait() on it.
+        while True:
+            with self._lock:
+                if self._closing:
+                    self._close_all_conns()
+                    return
+                wake, launcher = self._wake_r, self._launcher_conn
+                by_conn = {h.conn: h for h in self._workers.values() if h.conn_open}
+            waitables: list[Any] = [c for c in (wake, launcher) if c is not None]
+            ready = wait([*waitables, *by_conn], timeout=1.0)
+            for conn in ready:
+                if conn is wake:
+                    with contextlib.suppress(OSError, EOFError):
+                        while wake is not None and wake.poll():
+                            wake.recv_bytes()
+                elif conn is launcher:
+                    self._read_launcher(conn)
+                else:
+                    self._read_worker(by_conn[conn])  # type: ignore[index]
+
+    def _close_all_conns(self) -> None:
+        if self._launcher_conn is not None:
+            self._launcher_conn.close()
+            self._launcher_conn = None
+        for handle in self._workers.values():
+            handle.sender.put(_StopSender())
+            if handle.conn_open:
+                handle.conn_open = False
+                with contextlib.suppress(OSError):
+                    handle.conn.close()
+        self._workers.clear()
+
+    def _read_launcher(self, conn: Connection) -> None:
+        try:
+            message = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            with self._lock:
+                self._launcher_conn = None
+                lost = [h for h in self._workers.values() if not h.exited.is_set()]
+            conn.close()
+            for handle in lost:
+                self._drain(handle)
+                self._mark_exited(handle, None)
+            return
+        with self._lock:
+            handle = self._workers.get(getattr(message, "worker_id", ""))
+        if handle is None:
+            return
+        if isinstance(message, WorkerStarted):
+            handle.pid = message.pid
+        elif isinstance(message, WorkerExited):
+            self._drain(handle)
+            self._mark_exited(handle, message.exitcode)
+        elif isinstance(message, LauncherError):
+            logger.error("tune-wandb: trial %s: %s", handle.trial_name, message.message)
+            self._mark_exited(handle, None)
+
+    def _read_worker(self, handle: WorkerHandle) -> None:
+        try:
+            message = pickle.loads(handle.conn.recv_bytes())
+        except (EOFError, OSError):
+            handle.conn_open = False
+            return
+        if isinstance(message, RunStarted):
+            handle.started = message
+            where = message.url or message.run_dir
+            logger.info("tune-wandb: trial %s logs to W&B run %s: %s",
+                        handle.trial_name, message.run_id, where)
+        elif isinstance(message, WorkerLog):
+            logger.log(message.level, "tune-wandb: %s", message.message)
+        elif isinstance(message, RunFinished):
+            handle.finished = message
+            with self._changed:
+                self._changed.notify_all()
+
+    def _drain(self, handle: WorkerHandle) -> None:
+        """Read what a dead worker said before it went."""
+        while handle.conn_open:
+            try:
+                if not handle.conn.poll():
+                    break
+            except (OSError, EOFError):
+                break
+            self._read_worker(handle)
+
+    def _mark_exited(self, handle: WorkerHandle, exitcode: int | None) -> None:
+        handle.exitcode = exitcode
+        if handle.finished is None and not handle.stopped_by_us:
+            where = handle.run_dir or "the trial's directory"
+            logger.error(
+                "tune-wandb: the W&B worker of trial %s (pid %s) ended with exit code %s "
+                "before finishing its run; what it logged is on disk in %s",
+                handle.trial_name, handle.pid, exitcode, where,
+            )
+        handle.sender.put(_StopSender())
+        handle.exited.set()
+        with contextlib.suppress(OSError):
+            handle.conn.close()
+        handle.conn_open = False
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- ends -----------------------------------------------------------------
+
+    def wait(self, handles: list[WorkerHandle], timeout: float) -> list[WorkerHandle]:
+        """Wait until every handle's run finished or its worker exited.
+
+        Returns the handles still pending at the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                pending = [h for h in handles if h.finished is None and not h.exited.is_set()]
+                left = deadline - time.monotonic()
+                if not pending or left <= 0:
+                    return pending
+                self._changed.wait(min(left, 1.0))
+
+    def stop(self, handles: list[WorkerHandle]) -> None:
+        """End workers that did not finish in time: SIGTERM, then SIGKILL."""
+        for kill in (False, True):
+            alive = [h for h in handles if not h.exited.is_set()]
+            if not alive:
+                return
+            for handle in alive:
+                handle.stopped_by_us = True
+                self._tell_launcher(StopWorker(handle.worker_id, kill=kill))
+            deadline = time.monotonic() + _STOP_STEP_SECONDS
+            for handle in alive:
+                handle.exited.wait(max(0.0, deadline - time.monotonic()))
+
+    def _tell_launcher(self, message: object) -> None:
+        with self._lock:
+            conn = self._launcher_conn
+            if conn is None:
+                return
+            with contextlib.suppress(OSError):
+                conn.send_bytes(pickle.dumps(message))
+
+    def close(self) -> None:
+        """End the launcher and the monitor thread; every process is reaped.
+
+        Workers still running are ended first (see :meth:`stop`).
+        """
+        with self._lock:
+            handles = [h for h in self._workers.values() if not h.exited.is_set()]
+        self.stop(handles)
+        launcher = self._launcher
+        if launcher is not None:
+            self._tell_launcher(ShutdownLauncher(grace_seconds=0.0))
+            for step in ("wait", "terminate", "kill"):
+                if step == "terminate":
+                    launcher.terminate()
+                elif step == "kill":
+                    launcher.kill()
+                try:
+                    launcher.wait(_STOP_STEP_SECONDS if step != "kill" else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        monitor = self._monitor
+        with self._lock:
+            self._closing = True
+            self._launcher = None
+            self._wake()
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join(_STOP_STEP_SECONDS)
+        with self._lock:
+            self._close_all_conns()
+        self._monitor = None
+        for conn in (self._wake_r, self._wake_w):
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.close()
+        self._wake_r = self._wake_w = None

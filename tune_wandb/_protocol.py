@@ -1,0 +1,184 @@
+"""The messages that cross between the driver, the launcher and the workers.
+
+Three processes talk, each pair over its own ``multiprocessing.connection``
+socket:
+
+* driver <-> launcher (one socket per experiment): the driver asks the launcher
+  to fork a worker (:class:`SpawnWorker`, followed on the socket by the worker's
+  end of a fresh socket pair, passed as a file descriptor) or to stop one
+  (:class:`StopWorker`); the launcher reports :class:`WorkerStarted` and, when
+  it has reaped the process, :class:`WorkerExited` with its exit code.
+* driver <-> worker (one socket per trial): the driver sends :class:`Batch`
+  messages holding :class:`LogRow`, :class:`UploadCheckpoint` and finally
+  :class:`FinishRun`, the end marker; the worker answers :class:`RunStarted`,
+  :class:`WorkerLog` and :class:`RunFinished`.
+
+Every message is a small frozen dataclass, never a bare tuple or None, so that
+a reader can find each one here and a mismatch fails loudly. Messages are
+pickled with the standard pickle (only our own processes read them); the
+worker's set-up travels once, as a cloudpickle payload inside SpawnWorker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Exit code given to a run whose trial was still running when the experiment
+#: ended (Ctrl-C, an error in Tune): 128 + SIGINT, as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+#: Exit code given to a run whose worker lost its driver.
+EXIT_DRIVER_LOST = 1
+
+
+# --- driver -> launcher ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpawnWorker:
+    """Fork a worker; its socket follows as a passed file descriptor."""
+
+    worker_id: str
+    payload: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StopWorker:
+    """End a worker that did not stop by itself: SIGTERM, or SIGKILL if ``kill``."""
+
+    worker_id: str
+    kill: bool = False
+
+
+@dataclass(frozen=True)
+class ShutdownLauncher:
+    """The experiment is over: reap every worker and exit."""
+
+    grace_seconds: float = 5.0
+
+
+# --- launcher -> driver ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerStarted:
+    """A worker process is running."""
+
+    worker_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class WorkerExited:
+    """The launcher reaped a worker; negative exit codes are signal numbers."""
+
+    worker_id: str
+    pid: int
+    exitcode: int
+
+
+@dataclass(frozen=True)
+class LauncherError:
+    """The launcher could not do what it was asked."""
+
+    worker_id: str
+    message: str
+
+
+# --- driver -> worker -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One Tune result, filtered: a history row and run-config entries."""
+
+    seq: int
+    history: dict[str, Any]
+    config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class UploadCheckpoint:
+    """Upload a checkpoint directory as a W&B artifact.
+
+    ``filesystem`` is the pyarrow filesystem holding ``path`` (None: local).
+    """
+
+    seq: int
+    path: str
+    filesystem: Any = None
+    iteration: int | None = None
+
+
+@dataclass(frozen=True)
+class FinishRun:
+    """The end marker: finish the run with ``exit_code``, then exit."""
+
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Messages sent together: the driver's sender thread batches what piled up."""
+
+    messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
+
+
+# --- worker -> driver -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """``wandb.init`` returned: where the run lives."""
+
+    run_id: str
+    name: str
+    url: str | None
+    run_dir: str
+    offline: bool
+
+
+@dataclass(frozen=True)
+class WorkerLog:
+    """A message for the driver's log, at a ``logging`` level."""
+
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """``wandb.finish`` returned; ``run_dir`` is where the finished run is stored."""
+
+    exit_code: int
+    rows: int
+    run_dir: str
+    offline: bool
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where a finished run directory must be copied: a non-local storage filesystem."""
+
+    filesystem: Any
+    fs_path: str
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Everything a worker needs, sent once as a cloudpickle payload.
+
+    ``api_key`` is kept out of ``repr`` so it cannot reach a log by accident;
+    it crosses only the driver-worker socket, never a command line or a file.
+    """
+
+    trial_id: str
+    trial_name: str
+    init_kwargs: dict[str, Any]
+    driver_pid: int
+    env: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)
+    storage: StorageTarget | None = None
+    image_kwargs: dict[str, Any] = field(default_factory=dict)
+    video_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,154 @@
+"""Where a trial's run goes and how it is named: project, group, id, key, mode.
+
+Pure functions of their arguments and of the environment they are given, so
+they are tested without Ray or wandb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Ray's variable for the project, read before wandb's own ``WANDB_PROJECT``.
+PROJECT_ENV_VARS = ("WANDB_PROJECT_NAME", "WANDB_PROJECT")
+#: Ray's variable for the group.
+GROUP_ENV_VAR = "WANDB_GROUP_NAME"
+API_KEY_ENV_VAR = "WANDB_API_KEY"
+
+#: wandb settings the callback's runs use unless the user sets them: no
+#: banners, no console capture and no system metrics (a worker would describe
+#: the driver's machine, not the trial's), no git or code scan of the cwd.
+QUIET_SETTINGS: dict[str, Any] = {
+    "silent": True,
+    "console": "off",
+    "x_disable_stats": True,
+    "x_disable_machine_info": True,
+    "disable_git": True,
+    "save_code": False,
+}
+
+#: What the system-metrics switch turns back on.
+SYSTEM_METRICS_SETTINGS: dict[str, Any] = {
+    "console": "auto",
+    "x_disable_stats": False,
+    "x_disable_machine_info": False,
+}
+
+
+def resolve_project(project: str | None, environ: Mapping[str, str]) -> str | None:
+    """The W&B project: the argument, else ``WANDB_PROJECT_NAME``, else ``WANDB_PROJECT``.
+
+    None means wandb's own default project.
+
+    Example:
+        >>> resolve_project(None, {"WANDB_PROJECT": "p"})
+        'p'
+    """
+    if project:
+        return project
+    for name in PROJECT_ENV_VARS:
+        if environ.get(name):
+            return environ[name]
+    return None
+
+
+def resolve_group(group: str | None, environ: Mapping[str, str], experiment_name: str) -> str:
+    """The W&B group: the argument, else ``WANDB_GROUP_NAME``, else the experiment's name.
+
+    Example:
+        >>> resolve_group(None, {}, "train_2026-11-28_08-00-00")
+        'train_2026-11-28_08-00-00'
+    """
+    return group or environ.get(GROUP_ENV_VAR) or experiment_name
+
+
+def run_id(trial_id: str, experiment_name: str, token: str) -> str:
+    """A W&B run id for a trial: the trial id and a 6-hex-digit experiment suffix.
+
+    A Tune trial id carries only 20 random bits per experiment; with resume
+    on, runs of two experiments in one project could merge. The suffix is a
+    hash of the experiment's name and of a token drawn when the experiment
+    first started and kept in its saved state, so ``Tuner.restore`` gives the
+    same ids again.
+
+    Example:
+        >>> run_id("a1b2c_00001", "exp", "token")
+        'a1b2c_00001-4f1f8d'
+    """
+    digest = hashlib.sha256(f"{experiment_name}\0{token}".encode()).hexdigest()
+    return f"{trial_id}-{digest[:6]}"
+
+
+def offline_or_disabled(init_kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """Whether runs will need no key: ``mode`` offline/disabled, or ``WANDB_MODE`` so."""
+    mode = init_kwargs.get("mode") or environ.get("WANDB_MODE")
+    return mode in ("offline", "disabled", "dryrun")
+
+
+def read_api_key(api_key_file: str | None, api_key: str | None) -> str | None:
+    """The key given to the integration: ``api_key``, or the first line of ``api_key_file``.
+
+    Raises:
+        ValueError: both were given, or the file holds no key.
+        FileNotFoundError: the file does not exist.
+    """
+    if api_key_file and api_key:
+        raise ValueError(
+            "Pass either api_key_file or api_key to tune-wandb, not both: "
+            "drop api_key and keep the key in the file."
+        )
+    if api_key:
+        return api_key
+    if not api_key_file:
+        return None
+    path = Path(api_key_file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"The W&B API key file {str(path)!r} does not exist. Create it with your key "
+            "from https://wandb.ai/authorize on its first line, or set WANDB_API_KEY."
+        ) from None
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not key:
+        raise ValueError(f"The W&B API key file {str(path)!r} is empty: put your key on its first line.")
+    return key
+
+
+def wandb_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's ``WANDB_*`` variables for a worker, the API key left out.
+
+    The key travels separately, in memory, and reaches wandb through its settings.
+    """
+    return {k: v for k, v in environ.items() if k.startswith("WANDB_") and k != API_KEY_ENV_VAR}
+
+
+def merge_settings(user: Any, log_system_metrics: bool) -> dict[str, Any]:
+    """The wandb settings of a callback's run: quiet defaults, then the user's own.
+
+    ``user`` is what the user passed as ``settings=`` (a ``wandb.Settings``, a
+    dict or None); only the fields the user set override the defaults.
+    """
+    merged = dict(QUIET_SETTINGS)
+    if log_system_metrics:
+        merged.update(SYSTEM_METRICS_SETTINGS)
+    if user is None:
+        return merged
+    if isinstance(user, Mapping):
+        merged.update(user)
+        return merged
+    fields_set = getattr(user, "model_fields_set", None)
+    if fields_set is None:
+        raise TypeError(
+            f"settings must be a wandb.Settings or a dict, not {type(user).__name__}"
+        )
+    merged.update({name: getattr(user, name) for name in fields_set})
+    return merged
+
+
+def experiment_token() -> str:
+    """A fresh random token for a new experiment's run-id suffix."""
+    return os.urandom(8).hex()

@@ -1,0 +1,301 @@
+"""The worker loop: one process per trial, owning that trial's W&B run.
+
+A worker is forked by the launcher (see :mod:`tune_wandb._launcher`); its entry
+point is :func:`worker_main`. It starts the run, then logs what the driver
+sends until the end marker (:class:`~tune_wandb._protocol.FinishRun`), finishes
+the run and exits. It never takes SIGINT (the driver ends it in order on
+Ctrl-C) and it ends its run by itself if the driver's process goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import cloudpickle
+
+from tune_wandb import _filters
+from tune_wandb._protocol import (
+    EXIT_DRIVER_LOST,
+    Batch,
+    FinishRun,
+    LogRow,
+    RunFinished,
+    RunStarted,
+    UploadCheckpoint,
+    WorkerLog,
+    WorkerSetup,
+)
+
+#: How often a worker without pidfd support checks that its driver lives.
+_DRIVER_POLL_SECONDS = 1.0
+
+
+def worker_main(sock_fd: int, payload: bytes, inherited_fds: tuple[int, ...] = ()) -> None:
+    """Run one trial's W&B run; the launcher's fork target.
+
+    Args:
+        sock_fd: this worker's end of its socket to the driver.
+        payload: the cloudpickled :class:`~tune_wandb._protocol.WorkerSetup`.
+        inherited_fds: descriptors inherited from the launcher that belong to
+            it (its own socket to the driver), closed here so that the driver
+            sees the launcher's end when the launcher exits.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    conn = Connection(sock_fd)
+    setup: WorkerSetup = cloudpickle.loads(payload)
+    code = _Worker(conn, setup).run()
+    sys.exit(code)
+
+
+class _DriverWatch:
+    """Tells when the driver's process is gone (a forked worker's parent is the launcher)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):
+            self.fd = os.pidfd_open(pid)
+
+    def waitables(self) -> list[Any]:
+        return [] if self.fd is None else [self.fd]
+
+    def gone(self) -> bool:
+        if self.fd is not None:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+            return bool(readable)
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+class _Worker:
+    def __init__(self, conn: Connection, setup: WorkerSetup) -> None:
+        self.conn = conn
+        self.setup = setup
+        self.wb: Any = None
+        self.rows = 0
+        self.warned: set[str] = set()
+        self.driver = _DriverWatch(setup.driver_pid)
+
+    # -- messages to the driver --------------------------------------------
+
+    def _send(self, message: object) -> None:
+        # The driver may be gone; the run's data is on disk either way.
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _say(self, level: int, text: str) -> None:
+        self._send(WorkerLog(level, f"trial {self.setup.trial_name}: {text}"))
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self._say(logging.WARNING, text)
+
+    # -- the run ------------------------------------------------------------
+
+    def run(self) -> int:
+        self._apply_env()
+        try:
+            self._start_run()
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, then the worker ends
+            self._say(logging.ERROR, f"could not start a W&B run, not even offline: {exc!r}")
+            return 1
+        exit_code = self._loop()
+        self._finish(exit_code)
+        return 0
+
+    def _apply_env(self) -> None:
+        # The launcher's environment is the driver's as it was when the
+        # launcher started; a worker takes the driver's WANDB_* as they are now.
+        for name in [n for n in os.environ if n.startswith("WANDB_")]:
+            del os.environ[name]
+        os.environ.update(self.setup.env)
+
+    def _start_run(self) -> None:
+        import wandb
+
+        kwargs = dict(self.setup.init_kwargs)
+        settings = dict(kwargs.pop("settings", None) or {})
+        if self.setup.api_key:
+            settings["api_key"] = self.setup.api_key
+        try:
+            self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - fall back to offline rather than lose the trial
+            if kwargs.get("mode") == "offline" or os.environ.get("WANDB_MODE") == "offline":
+                raise
+            self._say(
+                logging.WARNING,
+                f"wandb.init failed ({exc!r}); logging offline instead. "
+                "Upload the run later with `wandb sync`.",
+            )
+            settings.pop("api_key", None)
+            kwargs["mode"] = "offline"
+            self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
+        run = self.wb
+        # Restored trials report iterations again; with training_iteration as the
+        # x-axis instead of wandb's _step, no row is dropped for going backwards.
+        run.define_metric("training_iteration")
+        run.define_metric("*", step_metric="training_iteration")
+        self._send(
+            RunStarted(
+                run_id=run.id,
+                name=run.name or self.setup.trial_name,
+                url=None if run.offline else run.url,
+                run_dir=run.settings.sync_dir,
+                offline=bool(run.offline),
+            )
+        )
+
+    def _loop(self) -> int:
+        waitables = [self.conn, *self.driver.waitables()]
+        while True:
+            ready = wait(waitables, timeout=_DRIVER_POLL_SECONDS)
+            if not ready:
+                if self.driver.gone():
+                    return self._driver_lost()
+                continue
+            if self.conn not in ready:
+                return self._driver_lost()
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                return self._driver_lost()
+            batch = pickle.loads(data)
+            assert isinstance(batch, Batch), f"unexpected message {type(batch).__name__}"
+            for message in batch.messages:
+                if isinstance(message, FinishRun):
+                    return message.exit_code
+                if isinstance(message, LogRow):
+                    self._log(message)
+                elif isinstance(message, UploadCheckpoint):
+                    self._upload_checkpoint(message)
+
+    def _driver_lost(self) -> int:
+        self._say(logging.WARNING, "lost the Tune driver; finishing the run with what it has")
+        return EXIT_DRIVER_LOST
+
+    def _log(self, message: LogRow) -> None:
+        run = self.wb
+        row = message.history
+        if message.config:
+            try:
+                run.config.update(message.config, allow_val_change=True)
+            except Exception as exc:  # noqa: BLE001 - the row still gets logged
+                self._warn_once("config", f"could not update the run config: {exc!r}")
+        for key in _filters.arrays_to_media(
+            row, self.setup.image_kwargs, self.setup.video_kwargs
+        ):
+            self._warn_once(key, f"could not build W&B media from the array {key!r}; skipped")
+        try:
+            run.log(row)
+        except Exception:  # noqa: BLE001 - find the bad keys, keep the rest of the row
+            self._log_keywise(row)
+        self.rows += 1
+
+    def _log_keywise(self, row: dict[str, Any]) -> None:
+        good: dict[str, Any] = {}
+        for key, value in row.items():
+            try:
+                _check_loggable(key, value)
+            except Exception as exc:  # noqa: BLE001
+                self._warn_once(key, f"wandb.log refused {key!r} ({exc!r}); skipped")
+            else:
+                good[key] = value
+        try:
+            self.wb.log(good)
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
+
+    def _upload_checkpoint(self, message: UploadCheckpoint) -> None:
+        import wandb
+
+        try:
+            path = message.path
+            if message.filesystem is not None:
+                path = _download(message.filesystem, message.path)
+            artifact = wandb.Artifact(
+                name=f"checkpoint_{_artifact_safe(self.setup.trial_name)}", type="model"
+            )
+            artifact.add_dir(path)
+            aliases = ["latest"]
+            if message.iteration is not None:
+                aliases.append(f"iteration_{message.iteration}")
+            self.wb.log_artifact(artifact, aliases=aliases)
+        except Exception as exc:  # noqa: BLE001 - a failed upload must not end the run
+            self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
+
+    def _finish(self, exit_code: int) -> None:
+        import wandb
+
+        run = self.wb
+        run_dir = run.settings.sync_dir
+        offline = bool(run.offline)
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as exc:  # noqa: BLE001 - the data is on disk; say where
+            self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
+        if self.setup.storage is not None:
+            run_dir = self._copy_to_storage(run_dir)
+        self._send(RunFinished(exit_code, self.rows, run_dir, offline))
+        # Ends this worker's wandb-core service now rather than at interpreter exit.
+        wandb.teardown()
+
+    def _copy_to_storage(self, local_dir: str) -> str:
+        import pyarrow.fs
+
+        target = self.setup.storage
+        assert target is not None
+        dest = f"{target.fs_path}/wandb/{os.path.basename(local_dir)}"
+        for attempt in range(3):
+            try:
+                pyarrow.fs.copy_files(local_dir, dest, destination_filesystem=target.filesystem)
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                if attempt == 2:
+                    self._say(
+                        logging.ERROR,
+                        f"could not copy the run to the experiment storage ({exc!r}); "
+                        f"it stays in {local_dir}",
+                    )
+                    return local_dir
+                time.sleep(1.0 + attempt)
+            else:
+                break
+        return dest
+
+
+def _check_loggable(key: str, value: Any) -> None:
+    """Raise if wandb cannot turn ``value`` into a history value."""
+    from wandb.sdk.data_types.utils import history_dict_to_json
+
+    history_dict_to_json(None, {key: value})
+
+
+def _download(filesystem: Any, path: str) -> str:
+    import tempfile
+
+    import pyarrow.fs
+
+    local = tempfile.mkdtemp(prefix="tune-wandb-ckpt-")
+    pyarrow.fs.copy_files(path, local, source_filesystem=filesystem)
+    return local
+
+
+def _artifact_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,339 @@
+"""The public callback: :class:`WandbLoggerCallback`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.logger import LoggerCallback
+
+from tune_wandb import _filters, _settings
+from tune_wandb._pool import WorkerHandle, WorkerPool
+from tune_wandb._protocol import (
+    EXIT_INTERRUPTED,
+    LogRow,
+    StorageTarget,
+    UploadCheckpoint,
+    WorkerSetup,
+)
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+logger = logging.getLogger("tune_wandb")
+
+#: Ray Train's default sync timeout, which Ray's own callback also waits.
+DEFAULT_UPLOAD_TIMEOUT = 600
+
+
+@dataclass
+class _TrialLog:
+    """The driver's per-trial state: its worker, filter rules, what was sent."""
+
+    handle: WorkerHandle
+    rules: _filters.Rules
+    run_id: str
+    seq: int = 0
+    warned: set[str] = field(default_factory=set)
+    sent_config: dict[str, Any] = field(default_factory=dict)
+    storage_dir: str = ""
+
+
+class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
+    """Log every Tune trial to its own W&B run, from a worker process per trial.
+
+    Each trial's results are filtered on the driver and queued to a worker
+    process that owns the trial's W&B run, so a slow upload, a dead network or
+    a crashing wandb never holds up the Tune driver. Runs are written inside
+    each trial's directory in the experiment's storage and are complete and
+    finished when ``tune.run`` / ``Tuner.fit`` returns.
+
+    Example:
+        >>> from ray import tune
+        >>> from tune_wandb import WandbLoggerCallback
+        >>> def train(config):
+        ...     for step in range(10):
+        ...         tune.report({"loss": config["lr"] / (step + 1)})
+        >>> tuner = tune.Tuner(  # doctest: +SKIP
+        ...     train,
+        ...     param_space={"lr": tune.grid_search([0.1, 0.01])},
+        ...     run_config=tune.RunConfig(
+        ...         callbacks=[WandbLoggerCallback(project="my-project", mode="offline")]
+        ...     ),
+        ... )
+        >>> tuner.fit()  # doctest: +SKIP
+
+    Args:
+        project: W&B project. Default: ``WANDB_PROJECT_NAME``, else
+            ``WANDB_PROJECT``, else wandb's own default project.
+        group: W&B group. Default: ``WANDB_GROUP_NAME``, else the experiment's name.
+        api_key_file: path of a file whose first line is the W&B API key (``~``
+            is expanded). Not needed offline.
+        api_key: the W&B API key itself; prefer ``api_key_file`` or
+            ``WANDB_API_KEY``. Never pickled with the callback.
+        excludes: result keys logged neither to history nor to config: an exact
+            flattened name (``"a/b"``) or a ``"/"``-prefix (``"a"``).
+        log_config: also log each result's ``config`` into the run config
+            (values that change, as under PBT, are updated).
+        upload_checkpoints: upload each checkpoint Tune saves as a W&B artifact,
+            from the worker.
+        upload_timeout: seconds ``on_experiment_end`` waits for runs to finish
+            uploading before it stops their workers and says how to upload them.
+        video_kwargs: keyword arguments for ``wandb.Video`` (5-dim arrays).
+        image_kwargs: keyword arguments for ``wandb.Image`` (3- and 4-dim arrays).
+        log_system_metrics: sample system metrics and capture console output in
+            the runs. Off by default: a worker runs on the driver's node, so it
+            would describe the driver's machine, not the trial's.
+        **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
+            callback's own choices (``id``, ``name``, ``group``, ``dir``,
+            ``mode``, ``settings``, ...).
+
+    Run names are ``str(trial)``; run ids are the trial id followed by a short
+    suffix derived from the experiment, the same again after ``Tuner.restore``.
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        group: str | None = None,
+        api_key_file: str | None = None,
+        api_key: str | None = None,
+        excludes: Iterable[str] = (),
+        log_config: bool = False,
+        upload_checkpoints: bool = False,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+        video_kwargs: dict[str, Any] | None = None,
+        image_kwargs: dict[str, Any] | None = None,
+        log_system_metrics: bool = False,
+        **wandb_init_kwargs: Any,
+    ) -> None:
+        if api_key_file and api_key:
+            raise ValueError(
+                "Pass either api_key_file or api_key to WandbLoggerCallback, not both."
+            )
+        if isinstance(excludes, str):
+            raise TypeError(f"excludes must be a list of keys, not the string {excludes!r}")
+        if upload_timeout < 0:
+            raise ValueError(f"upload_timeout must be >= 0 seconds, not {upload_timeout!r}")
+        _settings.merge_settings(wandb_init_kwargs.get("settings"), log_system_metrics)
+        self.project = project
+        self.group = group
+        self.api_key_file = api_key_file
+        self.api_key = api_key
+        self.excludes = tuple(str(e) for e in excludes)
+        self.log_config = log_config
+        self.upload_checkpoints = upload_checkpoints
+        self.upload_timeout = upload_timeout
+        self.video_kwargs = dict(video_kwargs or {})
+        self.image_kwargs = dict(image_kwargs or {})
+        self.log_system_metrics = log_system_metrics
+        self.wandb_init_kwargs = wandb_init_kwargs
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._pool = WorkerPool()
+        self._trials: dict[str, _TrialLog] = {}
+        self._key: str | None = None
+        self._token: str | None = None
+        self._restored_token: str | None = None
+        self._said_project = False
+        self._lock = threading.Lock()
+        # Ends the workers if the callback is dropped without on_experiment_end.
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    # -- pickling: Tune saves the callback with the experiment ----------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if not k.startswith("_")
+        }
+        state["api_key"] = None  # a key is never written with the experiment
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Callback state saved with the experiment: the run-id token."""
+        return {"experiment_token": self._token} if self._token else None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore the run-id token, so restored trials continue their runs."""
+        self._restored_token = state.get("experiment_token")
+
+    # -- Tune hooks -----------------------------------------------------------
+
+    def setup(self, *args: Any, **info: Any) -> None:
+        """Read the key and start the launcher (it warms up while Tune starts)."""
+        self._token = self._restored_token or _settings.experiment_token()
+        self._restored_token = None
+        self._key = self._resolve_key()
+        project = _settings.resolve_project(self.project, os.environ)
+        if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
+            self._said_project = True
+            logger.warning(
+                "tune-wandb: no W&B project given (argument, WANDB_PROJECT_NAME or "
+                "WANDB_PROJECT); runs go to wandb's default project."
+            )
+        self._pool.start()
+
+    def _resolve_key(self) -> str | None:
+        if _settings.offline_or_disabled(self.wandb_init_kwargs, os.environ):
+            return None
+        return _settings.read_api_key(self.api_key_file, self.api_key)
+
+    def log_trial_start(self, trial: Trial) -> None:
+        """Start the trial's worker, or keep the live one of a retried trial."""
+        state = self._trials.get(trial.trial_id)
+        if state is not None and not state.handle.exited.is_set() and not state.handle.finishing:
+            return
+        self._start(trial)
+
+    def _start(self, trial: Trial) -> _TrialLog:
+        if self._token is None:  # hooks called without setup(), as in some tests of Tune's
+            self.setup()
+        assert self._token is not None
+        experiment = trial.experiment_dir_name
+        run_id = _settings.run_id(trial.trial_id, experiment, self._token)
+        run_root, storage = _run_location(trial)
+        init_kwargs: dict[str, Any] = {
+            "id": run_id,
+            "name": str(trial),
+            "group": _settings.resolve_group(self.group, os.environ, experiment),
+            "config": _filters.clean_config(trial.config, self.excludes),
+            "dir": run_root,
+            "resume": "allow",
+            "allow_val_change": True,
+        }
+        project = _settings.resolve_project(self.project, os.environ)
+        if project is not None:
+            init_kwargs["project"] = project
+        init_kwargs.update(self.wandb_init_kwargs)
+        init_kwargs["settings"] = _settings.merge_settings(
+            self.wandb_init_kwargs.get("settings"), self.log_system_metrics
+        )
+        setup = WorkerSetup(
+            trial_id=trial.trial_id,
+            trial_name=str(trial),
+            init_kwargs=init_kwargs,
+            driver_pid=os.getpid(),
+            env=_settings.wandb_env(os.environ),
+            api_key=self._key,
+            storage=storage,
+            image_kwargs=self.image_kwargs,
+            video_kwargs=self.video_kwargs,
+        )
+        handle = self._pool.spawn(trial.trial_id, str(trial), setup)
+        state = _TrialLog(
+            handle=handle,
+            rules=_filters.Rules(self.excludes, self.log_config),
+            run_id=str(init_kwargs["id"]),
+            storage_dir=trial.path,
+        )
+        self._trials[trial.trial_id] = state
+        return state
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        """Filter the result and queue it for the trial's worker; never waits."""
+        state = self._trials.get(trial.trial_id)
+        if state is None or state.handle.finishing:
+            state = self._start(trial)
+        split = _filters.split_result(result, state.rules)
+        if split.dropped:
+            self._warn_dropped(trial, state, split.dropped)
+        config = None
+        if split.config:
+            sent = state.sent_config
+            config = {k: v for k, v in split.config.items() if k not in sent or sent[k] != v}
+            sent.update(config)
+        state.seq += 1
+        state.handle.put(LogRow(state.seq, split.history, config or None))
+
+    def _warn_dropped(self, trial: Trial, state: _TrialLog, keys: list[str]) -> None:
+        for key in keys:
+            if key not in state.warned:
+                state.warned.add(key)
+                logger.warning(
+                    "tune-wandb: trial %s: result key %r is not a number, array or wandb "
+                    "media, so it is not logged to the W&B history (said once per trial).",
+                    trial, key,
+                )
+
+    def log_trial_save(self, trial: Trial) -> None:
+        """Queue the trial's new checkpoint for upload as an artifact, if asked."""
+        if not self.upload_checkpoints or trial.checkpoint is None:
+            return
+        state = self._trials.get(trial.trial_id)
+        if state is None:
+            return
+        checkpoint = trial.checkpoint
+        filesystem = None if _is_local(checkpoint.filesystem) else checkpoint.filesystem
+        state.seq += 1
+        iteration = (trial.last_result or {}).get("training_iteration")
+        state.handle.put(UploadCheckpoint(state.seq, checkpoint.path, filesystem, iteration))
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        """Send the end marker (exit code 1 if the trial failed); returns at once."""
+        state = self._trials.get(trial.trial_id)
+        if state is not None:
+            state.handle.finish(1 if failed else 0)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
+        status = {t.trial_id: t.status for t in trials}
+        handles = self._pool.handles()
+        for handle in handles:
+            if not handle.finishing:
+                handle.finish(_exit_code_for(status.get(handle.worker_id)))
+        pending = self._pool.wait(handles, self.upload_timeout)
+        for handle in pending:
+            where = handle.run_dir or "the trial's directory"
+            logger.error(
+                "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
+                "its data is on disk in %s. Upload it with: wandb sync %s",
+                handle.trial_name, self.upload_timeout, where, where,
+            )
+        self._pool.close()
+        self._trials.clear()
+        self._token = None
+
+
+def _exit_code_for(status: str | None) -> int:
+    if status == "TERMINATED":
+        return 0
+    if status == "ERROR":
+        return 1
+    return EXIT_INTERRUPTED
+
+
+def _is_local(filesystem: Any) -> bool:
+    import pyarrow.fs
+
+    return filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:
+    """Where the worker writes the run, and where it copies it afterwards.
+
+    On local storage the run is written straight into the trial's directory in
+    the experiment's storage: Tune makes its final sync before it calls
+    ``on_experiment_end``, so anything written to its staging copy would miss it.
+    On other filesystems the worker writes beside Tune's staging directory (not
+    inside it, so Tune never syncs a half-written run) and copies the finished
+    run into the trial's storage directory.
+    """
+    storage = trial.storage
+    if _is_local(storage.storage_filesystem):
+        return trial.path, None
+    staging = os.path.join(
+        os.path.dirname(storage.experiment_driver_staging_path), "tune_wandb", storage.trial_dir_name
+    )
+    return staging, StorageTarget(storage.storage_filesystem, trial.path)
