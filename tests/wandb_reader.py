@@ -141,10 +141,25 @@ def read_run_files(paths: list[Path]) -> RunData:
     return run
 
 
+def _piece_order(path: Path) -> tuple[str, int, str]:
+    """Order the pieces of a run: by start time, then by tune-wandb's partN suffix.
+
+    Directory names are ``{offline-run|run}-{YYYYmmdd_HHMMSS}-{id}[-partN]``.
+    """
+    name = path.parent.name
+    mode_free = name.split("run-", 1)[1]
+    stamp = mode_free[:15]
+    part = 1
+    if "-part" in name:
+        tail = name.rsplit("-part", 1)[1]
+        part = int(tail) if tail.isdigit() else 1
+    return stamp, part, name
+
+
 def find_runs(root: Path) -> dict[str, RunData]:
     """Every W&B run written under ``root``, by run id, resumed pieces merged."""
     pieces: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("run-*.wandb"), key=lambda p: p.parent.name):
+    for path in sorted(root.rglob("run-*.wandb"), key=_piece_order):
         run_id = path.stem[len("run-") :]
         pieces.setdefault(run_id, []).append(path)
     return {run_id: read_run_files(paths) for run_id, paths in pieces.items()}

@@ -227,24 +227,24 @@ def arrays_to_media(
     history: dict[str, Any],
     image_kwargs: Mapping[str, Any] | None = None,
     video_kwargs: Mapping[str, Any] | None = None,
-) -> list[str]:
+) -> dict[str, Exception]:
     """Turn the image and video arrays of a history row into wandb media, in place.
 
     Runs in the worker. A 3-dim array becomes a ``wandb.Image``, a 4-dim one a
     list of images (one image when N = 1), a 5-dim one a list of videos (one
-    video when N = 1). Returns the keys whose media could not be built; they
-    are removed from the row.
+    video when N = 1). Returns the keys whose media could not be built, with
+    the reason; they are removed from the row.
     """
     import wandb
 
-    failed = []
+    failed: dict[str, Exception] = {}
     for key, value in history.items():
         if not isinstance(value, np.ndarray):
             continue
         try:
             history[key] = _media(wandb, value, image_kwargs or {}, video_kwargs or {})
-        except Exception:  # noqa: BLE001 - a bad array must not cost the rest of the row
-            failed.append(key)
+        except Exception as exc:  # noqa: BLE001 - a bad array must not cost the rest of the row
+            failed[key] = exc
     for key in failed:
         del history[key]
     return failed

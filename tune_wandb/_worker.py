@@ -133,6 +133,9 @@ class _Worker:
 
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
+        suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
+        if suffix and "x_sync_dir_suffix" not in settings:
+            settings["x_sync_dir_suffix"] = suffix
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
         try:
@@ -199,10 +202,9 @@ class _Worker:
                 run.config.update(message.config, allow_val_change=True)
             except Exception as exc:  # noqa: BLE001 - the row still gets logged
                 self._warn_once("config", f"could not update the run config: {exc!r}")
-        for key in _filters.arrays_to_media(
-            row, self.setup.image_kwargs, self.setup.video_kwargs
-        ):
-            self._warn_once(key, f"could not build W&B media from the array {key!r}; skipped")
+        failed = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
+        for key, exc in failed.items():
+            self._warn_once(key, f"could not build W&B media from the array {key!r} ({exc!r}); skipped")
         try:
             run.log(row)
         except Exception:  # noqa: BLE001 - find the bad keys, keep the rest of the row
@@ -278,6 +280,24 @@ class _Worker:
             else:
                 break
         return dest
+
+
+def _piece_suffix(root: str | None, run_id: str | None) -> str | None:
+    """A directory suffix for a run id that already has pieces under ``root``.
+
+    wandb names a run's directory after the second it started and the run id;
+    a trial resumed within the same second would otherwise share (and
+    overwrite) the directory of the piece before it.
+    """
+    if not root or not run_id:
+        return None
+    wandb_dir = os.path.join(root, "wandb")
+    try:
+        names = os.listdir(wandb_dir)
+    except OSError:
+        return None
+    pieces = [n for n in names if n.endswith(f"-{run_id}") or f"-{run_id}-part" in n]
+    return f"part{len(pieces) + 1}" if pieces else None
 
 
 def _check_loggable(key: str, value: Any) -> None:

@@ -1,0 +1,86 @@
+"""Shared fixtures: one Ray instance per session, offline wandb, process checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+#: Command-line fragments of the processes tune-wandb starts.
+OUR_PROCESSES = ("tune_wandb._launcher", "wandb-core")
+
+
+def our_processes() -> list[psutil.Process]:
+    """Every live launcher, worker (forked launchers) and wandb-core on the machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or ())
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(fragment in cmdline for fragment in OUR_PROCESSES):
+            found.append(proc)
+    return found
+
+
+def wait_no_processes(timeout: float = 10.0) -> list[psutil.Process]:
+    """Wait until none of our processes is alive; returns the ones left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = our_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wandb_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Offline wandb, with its config, cache and staging dirs inside the test tree."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+            mp.setenv(name, str(home / name.lower()))
+        for name in ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_PROJECT_NAME", "WANDB_GROUP_NAME"):
+            mp.delenv(name, raising=False)
+        # Ray Tune's end-of-run output goes to the terminal; tests read files instead.
+        mp.setenv("RAY_AIR_NEW_OUTPUT", "0")
+        yield
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole session (starting Ray costs seconds)."""
+    import ray
+    from ray import cloudpickle
+
+    import trainables
+
+    # Ray's workers cannot import the tests' modules: send the trainables by value.
+    cloudpickle.register_pickle_by_value(trainables)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """An experiment storage directory for one test."""
+    path = tmp_path / "storage"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def no_leftover_processes() -> Iterator[None]:
+    """Fail the test if a launcher, worker or wandb-core outlives it."""
+    before = {p.pid for p in our_processes()}
+    yield
+    left = [p for p in wait_no_processes(timeout=5.0) if p.pid not in before]
+    assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"

@@ -1,0 +1,81 @@
+"""User scripts as users write them: no main guard, ``python -c``, their own start method."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_no_processes
+from wandb_reader import find_runs
+
+pytestmark = pytest.mark.slow
+
+# Like most Tune scripts (and the seed's examples): no `if __name__ == "__main__":`.
+# Every time this body runs, it appends a line to the marker file; a worker that
+# re-ran the user's __main__ (as spawn and forkserver do) would add lines.
+UNGUARDED = textwrap.dedent(
+    """
+    import os
+    import sys
+
+    with open(sys.argv[1], "a") as marker:
+        marker.write(f"ran in {os.getpid()}\\n")
+
+    import ray
+    from ray import tune
+    from tune_wandb import WandbLoggerCallback
+
+    def train(config):
+        for i in range(config["n"]):
+            tune.report({"loss": config["x"] / (i + 1)})
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tune.run(
+        train,
+        config={"x": tune.grid_search([1, 2, 3, 4]), "n": 200},
+        name="script",
+        storage_path=sys.argv[2],
+        callbacks=[WandbLoggerCallback(project="scripts")],
+        verbose=0,
+    )
+    print("SCRIPT-DONE")
+    """
+)
+
+
+def run_user_code(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("how", ["file", "dash-c"])
+def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "marker.txt"
+    storage = tmp_path / "storage"
+    if how == "file":
+        script = tmp_path / "user_script.py"
+        script.write_text(UNGUARDED)
+        args = [str(script), str(marker), str(storage)]
+    else:
+        args = ["-c", UNGUARDED, str(marker), str(storage)]
+    proc = run_user_code(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SCRIPT-DONE" in proc.stdout
+    assert len(marker.read_text().splitlines()) == 1
+    runs = find_runs(storage / "script")
+    assert len(runs) == 4
+    for run in runs.values():
+        assert run.column("training_iteration") == list(range(1, 201))
+        assert run.exit_code == 0
+        assert run.project == "scripts"
+    assert wait_no_processes() == []

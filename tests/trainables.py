@@ -1,0 +1,89 @@
+"""Trainables used by the end-to-end tests (sent to Ray's workers by value)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+
+def report_n(config: dict[str, Any]) -> None:
+    """Report ``config["n"]`` results: a loss, a nested metric, a string and a bool."""
+    for i in range(config["n"]):
+        tune.report(
+            {
+                "loss": config["x"] / (i + 1),
+                "nested": {"acc": i / config["n"], "deep": {"v": i}},
+                "note": "text is not a metric",
+                "flag": i % 2 == 0,
+            }
+        )
+
+
+def fail_after(config: dict[str, Any]) -> None:
+    """Report ``config["n"]`` results, then raise if ``config["fail"]``."""
+    for i in range(config["n"]):
+        tune.report({"loss": float(i)})
+    if config.get("fail"):
+        raise RuntimeError("trial failed on purpose")
+
+
+def with_media(config: dict[str, Any]) -> None:
+    """Report an image array, a batch of images and a size-1 array."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        tune.report(
+            {
+                "image": rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8),
+                "images": rng.integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8),
+                "scalar_array": np.array([i * 1.5]),
+                "np_scalar": np.float32(i),
+                "vector": np.arange(4),
+            }
+        )
+
+
+class CheckpointingTrainable(tune.Trainable):
+    """A class trainable that checkpoints, for restore tests."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.count = 0
+
+    def step(self) -> dict[str, Any]:
+        self.count += 1
+        return {"count": self.count}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.count = checkpoint["count"]
+
+
+def checkpointed(config: dict[str, Any]) -> None:
+    """Count to ``n``, checkpointing every ``every``; fail once at ``fail_at``.
+
+    The failure happens only while the ``marker`` file does not exist, so a
+    restored or retried trial goes through.
+    """
+    import tempfile
+    from pathlib import Path
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = int(Path(d, "it").read_text())
+    for it in range(start + 1, config["n"] + 1):
+        marker = Path(config["marker"])
+        if it == config.get("fail_at") and not marker.exists():
+            marker.touch()
+            raise RuntimeError(f"failing once at iteration {it}")
+        metrics = {"value": it * 10}
+        if it % config["every"] == 0:
+            with tempfile.TemporaryDirectory() as d:
+                Path(d, "it").write_text(str(it))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
