@@ -76,7 +76,7 @@ def run_id(trial_id: str, experiment_name: str, token: str) -> str:
 
     Example:
         >>> run_id("a1b2c_00001", "exp", "token")
-        'a1b2c_00001-4f1f8d'
+        'a1b2c_00001-0ce962'
     """
     digest = hashlib.sha256(f"{experiment_name}\0{token}".encode()).hexdigest()
     return f"{trial_id}-{digest[:6]}"

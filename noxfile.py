@@ -1,0 +1,44 @@
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Install the project (editable) with ``extras`` into the session's venv."""
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", target)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real Ray, real wandb offline); extra args go to pytest."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common mistakes with ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy --strict."""
+    install(session, "typecheck")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo sweep, logged offline into ./tune-wandb-demo/."""
+    install(session)
+    session.run("python", "-m", "tune_wandb", "demo", *session.posargs)

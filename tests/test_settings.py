@@ -1,0 +1,85 @@
+"""Project, group, run id, key and settings resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tune_wandb import _settings
+
+
+def test_project_order() -> None:
+    env = {"WANDB_PROJECT_NAME": "ray", "WANDB_PROJECT": "wandb"}
+    assert _settings.resolve_project("arg", env) == "arg"
+    assert _settings.resolve_project(None, env) == "ray"
+    assert _settings.resolve_project(None, {"WANDB_PROJECT": "wandb"}) == "wandb"
+    assert _settings.resolve_project(None, {}) is None
+
+
+def test_group_order() -> None:
+    assert _settings.resolve_group("arg", {"WANDB_GROUP_NAME": "env"}, "exp") == "arg"
+    assert _settings.resolve_group(None, {"WANDB_GROUP_NAME": "env"}, "exp") == "env"
+    assert _settings.resolve_group(None, {}, "exp") == "exp"
+
+
+def test_run_id_is_stable_and_experiment_specific() -> None:
+    a = _settings.run_id("abcde_00001", "exp", "token-1")
+    assert a == _settings.run_id("abcde_00001", "exp", "token-1")
+    assert a.startswith("abcde_00001-") and len(a) == len("abcde_00001-") + 6
+    assert a != _settings.run_id("abcde_00001", "exp", "token-2")
+    assert a != _settings.run_id("abcde_00001", "exp2", "token-1")
+
+
+@given(st.text(alphabet="0123456789abcdef_", min_size=1, max_size=20), st.text(), st.text())
+def test_run_id_uses_only_wandb_safe_characters(trial_id: str, exp: str, token: str) -> None:
+    run_id = _settings.run_id(trial_id, exp, token)
+    assert all(c.isalnum() or c in "-_" for c in run_id)
+
+
+def test_read_api_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("  abc123  \nsecond line\n")
+    assert _settings.read_api_key(str(key_file), None) == "abc123"
+    assert _settings.read_api_key(None, "direct") == "direct"
+    assert _settings.read_api_key(None, None) is None
+    with pytest.raises(ValueError, match="not both"):
+        _settings.read_api_key(str(key_file), "direct")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _settings.read_api_key(str(tmp_path / "missing"), None)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        _settings.read_api_key(str(tmp_path / "empty"), None)
+
+
+def test_read_api_key_expands_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".wandb-key").write_text("homekey\n")
+    assert _settings.read_api_key("~/.wandb-key", None) == "homekey"
+
+
+def test_wandb_env_leaves_the_key_out() -> None:
+    env = {"WANDB_API_KEY": "k", "WANDB_MODE": "offline", "HOME": "/root"}
+    assert _settings.wandb_env(env) == {"WANDB_MODE": "offline"}
+
+
+def test_offline_or_disabled() -> None:
+    assert _settings.offline_or_disabled({"mode": "offline"}, {})
+    assert _settings.offline_or_disabled({}, {"WANDB_MODE": "disabled"})
+    assert not _settings.offline_or_disabled({}, {})
+    assert not _settings.offline_or_disabled({"mode": "online"}, {"WANDB_MODE": "offline"})
+
+
+def test_merge_settings_user_fields_win() -> None:
+    import wandb
+
+    merged = _settings.merge_settings(None, log_system_metrics=False)
+    assert merged["silent"] is True and merged["x_disable_stats"] is True
+    assert _settings.merge_settings(None, log_system_metrics=True)["x_disable_stats"] is False
+    from_obj = _settings.merge_settings(wandb.Settings(console="wrap"), log_system_metrics=False)
+    assert from_obj["console"] == "wrap" and from_obj["silent"] is True
+    assert _settings.merge_settings({"silent": False}, False)["silent"] is False
+    with pytest.raises(TypeError, match=r"wandb\.Settings or a dict"):
+        _settings.merge_settings(42, False)
