@@ -57,9 +57,8 @@ def _wandb_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def ray_session() -> Iterator[None]:
     """One local Ray instance for the whole session (starting Ray costs seconds)."""
     import ray
-    from ray import cloudpickle
-
     import trainables
+    from ray import cloudpickle
 
     # Ray's workers cannot import the tests' modules: send the trainables by value.
     cloudpickle.register_pickle_by_value(trainables)

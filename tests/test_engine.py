@@ -9,12 +9,12 @@ from typing import Any
 
 import pyarrow.fs
 import pytest
-from ray import tune
-
 import trainables
 from conftest import our_processes
-from tune_wandb import WandbLoggerCallback
+from ray import tune
 from wandb_reader import RunData, find_runs
+
+from tune_wandb import WandbLoggerCallback
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session", "no_leftover_processes")]
 
@@ -37,7 +37,9 @@ def check_complete(run: RunData, n: int) -> None:
     assert run.exit_code == 0
 
 
-def check_experiment(experiment: Path, project: str, n_trials: int = N_TRIALS) -> dict[str, RunData]:
+def check_experiment(
+    experiment: Path, project: str, n_trials: int = N_TRIALS
+) -> dict[str, RunData]:
     runs = find_runs(experiment)
     assert len(runs) == n_trials
     dirs = trial_dirs(experiment)
@@ -100,7 +102,10 @@ def test_tuner_logs_every_result(storage: Path, monkeypatch: pytest.MonkeyPatch)
         trainables.report_n,
         param_space=param_space(),
         run_config=tune.RunConfig(
-            name="tuner_exp", storage_path=str(storage), callbacks=[WandbLoggerCallback()], verbose=0
+            name="tuner_exp",
+            storage_path=str(storage),
+            callbacks=[WandbLoggerCallback()],
+            verbose=0,
         ),
     )
     results = tuner.fit()

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_no_processes
 from wandb_reader import find_runs
 

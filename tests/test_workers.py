@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import wait_no_processes
+from wandb_reader import find_runs
+
 from tune_wandb._pool import WorkerHandle, WorkerPool
 from tune_wandb._protocol import EXIT_DRIVER_LOST, LogRow, WorkerSetup
 from tune_wandb._settings import QUIET_SETTINGS
-from wandb_reader import find_runs
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -197,7 +197,10 @@ def test_user_start_method_stays_free(tmp_path: Path) -> None:
     script.write_text(START_METHOD_SCRIPT.format(tests=str(Path(__file__).parent)))
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"

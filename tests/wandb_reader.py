@@ -28,7 +28,7 @@ _CHUNK_HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-class CorruptRunFile(ValueError):
+class CorruptRunFileError(ValueError):
     """Raised when a run file does not follow the log format."""
 
 
@@ -36,7 +36,7 @@ def iter_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
     """Yield every whole record of one ``.wandb`` file, checking each crc."""
     data = path.read_bytes()
     if data[:4] != _HEADER:
-        raise CorruptRunFile(f"{path}: no :W&B header")
+        raise CorruptRunFileError(f"{path}: no :W&B header")
     pos = _HEADER_LEN
     pending: bytearray | None = None
     while pos + _CHUNK_HEADER <= len(data):
@@ -53,7 +53,7 @@ def iter_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
         if len(chunk) != length:
             break  # a chunk cut short by a crash: the records before it stand
         if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
-            raise CorruptRunFile(f"{path}: crc mismatch at offset {pos}")
+            raise CorruptRunFileError(f"{path}: crc mismatch at offset {pos}")
         pos = start + length
         if kind == _FULL:
             yield _parse(chunk)
@@ -61,13 +61,13 @@ def iter_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             pending = bytearray(chunk)
         elif kind in (_MIDDLE, _LAST):
             if pending is None:
-                raise CorruptRunFile(f"{path}: chunk type {kind} with no FIRST")
+                raise CorruptRunFileError(f"{path}: chunk type {kind} with no FIRST")
             pending += chunk
             if kind == _LAST:
                 yield _parse(bytes(pending))
                 pending = None
         else:
-            raise CorruptRunFile(f"{path}: unknown chunk type {kind} at {pos}")
+            raise CorruptRunFileError(f"{path}: unknown chunk type {kind} at {pos}")
 
 
 def _parse(payload: bytes) -> wandb_internal_pb2.Record:
@@ -123,9 +123,7 @@ def read_run_files(paths: list[Path]) -> RunData:
                 for item in record.config.remove:
                     run.config.pop(_key(item), None)
             elif kind == "history":
-                run.history.append(
-                    {_key(i): json.loads(i.value_json) for i in record.history.item}
-                )
+                run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
             elif kind == "summary":
                 for item in record.summary.update:
                     run.summary[_key(item)] = json.loads(item.value_json)

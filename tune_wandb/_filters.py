@@ -89,7 +89,7 @@ def is_wandb_media(value: object) -> bool:
     return type(value).__module__.startswith("wandb.")
 
 
-def history_value(value: object) -> tuple[bool, Any]:
+def history_value(value: object) -> tuple[bool, Any]:  # noqa: PLR0911 - one return per kind
     """Decide whether ``value`` can go into a history row, and in what form.
 
     Returns ``(True, value_to_log)`` or ``(False, None)``. Kept: numbers
@@ -152,8 +152,8 @@ def split_result(result: Mapping[str, Any], rules: Rules) -> Split:
     split = Split()
     history, config, dropped = split.history, split.config, split.dropped
     excluded = rules.excluded
-    for key, value in result.items():
-        key = str(key)
+    for raw_key, value in result.items():
+        key = str(raw_key)
         if key in NEVER_LOGGED or excluded(key):
             continue
         if key == "config":
@@ -203,7 +203,7 @@ def clean_config(config: Mapping[Any, Any], excludes: Sequence[str] = ()) -> dic
     }
 
 
-def _config_value(value: Any, prefix: str = "", rules: Rules | None = None) -> Any:
+def _config_value(value: Any, prefix: str = "", rules: Rules | None = None) -> Any:  # noqa: PLR0911
     if value is None or type(value) in (int, float, bool, str):
         return value
     if isinstance(value, Mapping):
@@ -243,7 +243,7 @@ def arrays_to_media(
             continue
         try:
             history[key] = _media(wandb, value, image_kwargs or {}, video_kwargs or {})
-        except Exception as exc:  # noqa: BLE001 - a bad array must not cost the rest of the row
+        except Exception as exc:
             failed[key] = exc
     for key in failed:
         del history[key]

@@ -42,7 +42,7 @@ _ORPHAN_GRACE_SECONDS = 60.0
 
 def _warm_up() -> None:
     """Import what every worker needs, once, before any fork."""
-    import wandb  # noqa: F401
+    import wandb
     import wandb.sdk.wandb_init  # noqa: F401
 
 
@@ -87,7 +87,7 @@ class _Launcher:
                 daemon=False,
             )
             process.start()
-        except Exception as exc:  # noqa: BLE001 - reported to the driver
+        except Exception as exc:
             self._send(LauncherError(message.worker_id, f"could not fork a worker: {exc!r}"))
             return
         finally:
@@ -110,7 +110,8 @@ class _Launcher:
     def _reap(self, worker_id: str) -> None:
         process = self.workers.pop(worker_id)
         process.join()
-        assert process.pid is not None and process.exitcode is not None
+        assert process.pid is not None
+        assert process.exitcode is not None
         self._send(WorkerExited(worker_id, process.pid, process.exitcode))
 
     def shutdown(self, grace: float) -> None:

@@ -203,18 +203,33 @@ class WorkerPool:
         with self._lock:
             self.start()
             self._workers[worker_id] = handle
-            conn = self._launcher_conn
-            assert conn is not None and self._launcher is not None
             try:
-                conn.send_bytes(pickle.dumps(SpawnWorker(worker_id, payload)))
-                send_handle(conn, theirs.fileno(), self._launcher.pid)
+                # A launcher that died since the last trial is started again, once.
+                for attempt in (1, 2):
+                    try:
+                        self._send_spawn(worker_id, payload, theirs.fileno())
+                        break
+                    except OSError:
+                        if attempt == 2:
+                            raise
+                        self._start_launcher()
             except OSError as exc:
-                logger.error("tune-wandb: could not reach the launcher to start a worker for %s: %r",
-                             trial_name, exc)
+                logger.error(  # noqa: TRY400 - the cause is in the message; no traceback wanted
+                    "tune-wandb: could not reach the launcher to start a worker for %s: %r",
+                    trial_name,
+                    exc,
+                )
             finally:
                 theirs.close()
             self._wake()
         return handle
+
+    def _send_spawn(self, worker_id: str, payload: bytes, fd: int) -> None:
+        conn, launcher = self._launcher_conn, self._launcher
+        if conn is None or launcher is None or launcher.poll() is not None:
+            raise OSError("the launcher is not running")
+        conn.send_bytes(pickle.dumps(SpawnWorker(worker_id, payload)))
+        send_handle(conn, fd, launcher.pid)
 
     def get(self, worker_id: str) -> WorkerHandle | None:
         """The handle of a worker that has not exited, if any."""
@@ -281,9 +296,10 @@ class WorkerPool:
                 self._mark_exited(handle, None)
             return
         with self._lock:
-            handle = self._workers.get(getattr(message, "worker_id", ""))
-        if handle is None:
+            target = self._workers.get(getattr(message, "worker_id", ""))
+        if target is None:
             return
+        handle = target
         if isinstance(message, WorkerStarted):
             handle.pid = message.pid
         elif isinstance(message, WorkerExited):
@@ -302,8 +318,12 @@ class WorkerPool:
         if isinstance(message, RunStarted):
             handle.started = message
             where = message.url or message.run_dir
-            logger.info("tune-wandb: trial %s logs to W&B run %s: %s",
-                        handle.trial_name, message.run_id, where)
+            logger.info(
+                "tune-wandb: trial %s logs to W&B run %s: %s",
+                handle.trial_name,
+                message.run_id,
+                where,
+            )
         elif isinstance(message, WorkerLog):
             logger.log(message.level, "tune-wandb: %s", message.message)
         elif isinstance(message, RunFinished):
@@ -328,7 +348,10 @@ class WorkerPool:
             logger.error(
                 "tune-wandb: the W&B worker of trial %s (pid %s) ended with exit code %s "
                 "before finishing its run; what it logged is on disk in %s",
-                handle.trial_name, handle.pid, exitcode, where,
+                handle.trial_name,
+                handle.pid,
+                exitcode,
+                where,
             )
         handle.sender.put(_StopSender())
         handle.exited.set()

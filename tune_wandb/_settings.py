@@ -114,7 +114,9 @@ def read_api_key(api_key_file: str | None, api_key: str | None) -> str | None:
         ) from None
     key = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not key:
-        raise ValueError(f"The W&B API key file {str(path)!r} is empty: put your key on its first line.")
+        raise ValueError(
+            f"The W&B API key file {str(path)!r} is empty: put your key on its first line."
+        )
     return key
 
 
@@ -142,9 +144,7 @@ def merge_settings(user: Any, log_system_metrics: bool) -> dict[str, Any]:
         return merged
     fields_set = getattr(user, "model_fields_set", None)
     if fields_set is None:
-        raise TypeError(
-            f"settings must be a wandb.Settings or a dict, not {type(user).__name__}"
-        )
+        raise TypeError(f"settings must be a wandb.Settings or a dict, not {type(user).__name__}")
     merged.update({name: getattr(user, name) for name in fields_set})
     return merged
 

@@ -114,7 +114,7 @@ class _Worker:
         self._apply_env()
         try:
             self._start_run()
-        except Exception as exc:  # noqa: BLE001 - reported to the driver, then the worker ends
+        except Exception as exc:
             self._say(logging.ERROR, f"could not start a W&B run, not even offline: {exc!r}")
             return 1
         exit_code = self._loop()
@@ -140,7 +140,7 @@ class _Worker:
             settings["api_key"] = self.setup.api_key
         try:
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
-        except Exception as exc:  # noqa: BLE001 - fall back to offline rather than lose the trial
+        except Exception as exc:
             if kwargs.get("mode") == "offline" or os.environ.get("WANDB_MODE") == "offline":
                 raise
             self._say(
@@ -200,14 +200,16 @@ class _Worker:
         if message.config:
             try:
                 run.config.update(message.config, allow_val_change=True)
-            except Exception as exc:  # noqa: BLE001 - the row still gets logged
+            except Exception as exc:
                 self._warn_once("config", f"could not update the run config: {exc!r}")
         failed = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
-        for key, exc in failed.items():
-            self._warn_once(key, f"could not build W&B media from the array {key!r} ({exc!r}); skipped")
+        for key, reason in failed.items():
+            self._warn_once(
+                key, f"could not build W&B media from the array {key!r} ({reason!r}); skipped"
+            )
         try:
             run.log(row)
-        except Exception:  # noqa: BLE001 - find the bad keys, keep the rest of the row
+        except Exception:
             self._log_keywise(row)
         self.rows += 1
 
@@ -216,13 +218,13 @@ class _Worker:
         for key, value in row.items():
             try:
                 _check_loggable(key, value)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._warn_once(key, f"wandb.log refused {key!r} ({exc!r}); skipped")
             else:
                 good[key] = value
         try:
             self.wb.log(good)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
 
     def _upload_checkpoint(self, message: UploadCheckpoint) -> None:
@@ -240,7 +242,7 @@ class _Worker:
             if message.iteration is not None:
                 aliases.append(f"iteration_{message.iteration}")
             self.wb.log_artifact(artifact, aliases=aliases)
-        except Exception as exc:  # noqa: BLE001 - a failed upload must not end the run
+        except Exception as exc:
             self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
 
     def _finish(self, exit_code: int) -> None:
@@ -251,7 +253,7 @@ class _Worker:
         offline = bool(run.offline)
         try:
             run.finish(exit_code=exit_code)
-        except Exception as exc:  # noqa: BLE001 - the data is on disk; say where
+        except Exception as exc:
             self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
         if self.setup.storage is not None:
             run_dir = self._copy_to_storage(run_dir)
@@ -268,7 +270,7 @@ class _Worker:
         for attempt in range(3):
             try:
                 pyarrow.fs.copy_files(local_dir, dest, destination_filesystem=target.filesystem)
-            except Exception as exc:  # noqa: BLE001 - retried, then reported
+            except Exception as exc:
                 if attempt == 2:
                     self._say(
                         logging.ERROR,

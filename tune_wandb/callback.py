@@ -149,11 +149,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     # -- pickling: Tune saves the callback with the experiment ----------------
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {
-            k: v
-            for k, v in self.__dict__.items()
-            if not k.startswith("_")
-        }
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         state["api_key"] = None  # a key is never written with the experiment
         return state
 
@@ -264,7 +260,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 logger.warning(
                     "tune-wandb: trial %s: result key %r is not a number, array or wandb "
                     "media, so it is not logged to the W&B history (said once per trial).",
-                    trial, key,
+                    trial,
+                    key,
                 )
 
     def log_trial_save(self, trial: Trial) -> None:
@@ -299,7 +296,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             logger.error(
                 "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
                 "its data is on disk in %s. Upload it with: wandb sync %s",
-                handle.trial_name, self.upload_timeout, where, where,
+                handle.trial_name,
+                self.upload_timeout,
+                where,
+                where,
             )
         self._pool.close()
         self._trials.clear()
@@ -334,6 +334,8 @@ def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:
     if _is_local(storage.storage_filesystem):
         return trial.path, None
     staging = os.path.join(
-        os.path.dirname(storage.experiment_driver_staging_path), "tune_wandb", storage.trial_dir_name
+        os.path.dirname(storage.experiment_driver_staging_path),
+        "tune_wandb",
+        storage.trial_dir_name,
     )
     return staging, StorageTarget(storage.storage_filesystem, trial.path)
