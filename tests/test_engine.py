@@ -224,6 +224,12 @@ def test_callback_pickles_without_key(tmp_path: Path) -> None:
     assert clone.project == "p" and clone.excludes == ("a",) and clone.api_key is None
     from_file = pickle.loads(pickle.dumps(WandbLoggerCallback(api_key_file=str(key_file))))
     assert from_file.api_key_file == str(key_file)
+    import wandb
+
+    in_settings = WandbLoggerCallback(settings=wandb.Settings(api_key="k" * 40, console="wrap"))
+    data = pickle.dumps(in_settings)
+    assert b"k" * 40 not in data
+    assert pickle.loads(data).wandb_init_kwargs["settings"]["console"] == "wrap"
 
 
 def test_restore_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
@@ -255,3 +261,74 @@ def test_restore_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
     assert run.column("training_iteration") == [1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10]
     assert run.column("value") == [10 * i for i in run.column("training_iteration")]
     assert run.exit_codes == [1, 0]
+
+
+class _FreezeWorkers(tune.Callback):
+    """Stops (SIGSTOP) every tune-wandb worker once its trial reached ``at``."""
+
+    def __init__(self, logger_callback: WandbLoggerCallback, at: int) -> None:
+        self.logger_callback = logger_callback
+        self.at = at
+        self.frozen: list[int] = []
+
+    def on_trial_result(
+        self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+    ) -> None:
+        import os
+        import signal
+        import time
+
+        if result["training_iteration"] != self.at:
+            return
+        handle = self.logger_callback._trials[trial.trial_id].handle
+        deadline = time.monotonic() + 30
+        while handle.pid is None or handle.started is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the worker log what it has been sent so far
+        os.kill(handle.pid, signal.SIGSTOP)
+        self.frozen.append(handle.pid)
+
+
+def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
+    storage: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    caplog.set_level(logging.ERROR, logger="tune_wandb")
+    callback = WandbLoggerCallback(project="p", upload_timeout=2)
+    freezer = _FreezeWorkers(callback, at=20)
+    started = time.monotonic()
+    tune.run(
+        trainables.report_n,
+        config={"x": 1, "n": 40},
+        name="stuck",
+        storage_path=str(storage),
+        callbacks=[callback, freezer],
+        verbose=0,
+    )
+    elapsed = time.monotonic() - started
+    assert len(freezer.frozen) == 1
+    assert elapsed < 2 + 15 + 20  # upload_timeout, the stop escalation, Tune itself
+    messages = [r.getMessage() for r in caplog.records]
+    (stuck,) = [m for m in messages if "did not finish within upload_timeout=2s" in m]
+    assert "wandb sync " in stuck and str(storage / "stuck") in stuck
+    (run,) = find_runs(storage / "stuck").values()
+    # What the worker logged before it froze is on disk.
+    assert run.column("training_iteration")[:19] == list(range(1, 20))
+    assert run.exit_code is None
+
+
+def test_checkpoints_uploaded_as_artifacts(storage: Path, tmp_path: Path) -> None:
+    tune.run(
+        trainables.checkpointed,
+        config={"n": 6, "every": 3, "marker": str(tmp_path / "m")},
+        name="ckpt",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="p", upload_checkpoints=True)],
+        verbose=0,
+    )
+    (run,) = find_runs(storage / "ckpt").values()
+    check_complete(run, 6)
+    assert len(run.artifacts) == 2
+    assert all(name.startswith("checkpoint_checkpointed_") for name in run.artifacts)

@@ -70,6 +70,7 @@ def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
     proc = run_user_code(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SCRIPT-DONE" in proc.stdout
+    assert "wandb:" not in proc.stdout + proc.stderr  # the workers' banners are silenced
     assert len(marker.read_text().splitlines()) == 1
     runs = find_runs(storage / "script")
     assert len(runs) == 4
@@ -77,4 +78,71 @@ def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
         assert run.column("training_iteration") == list(range(1, 201))
         assert run.exit_code == 0
         assert run.project == "scripts"
+    assert wait_no_processes() == []
+
+
+ENDLESS = textwrap.dedent(
+    """
+    import sys, time
+    import ray
+    from ray import tune
+    from tune_wandb import WandbLoggerCallback
+
+    def train(config):
+        for i in range(100000):
+            time.sleep(0.02)
+            tune.report({"loss": 1.0 / (i + 1)})
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tune.run(
+        train,
+        config={"x": tune.grid_search([1, 2])},
+        name="ctrlc",
+        storage_path=sys.argv[1],
+        callbacks=[WandbLoggerCallback(project="p")],
+        verbose=0,
+    )
+    print("RETURNED", flush=True)
+    """
+)
+
+
+def test_ctrl_c_finishes_every_run_as_interrupted(tmp_path: Path) -> None:
+    import json
+    import signal
+    import time
+
+    storage = tmp_path / "storage"
+    script = tmp_path / "endless.py"
+    script.write_text(ENDLESS)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(storage)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(storage.glob("ctrlc/*/wandb/offline-run-*"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "RETURNED" in out
+    assert "wandb:" not in out + err  # the workers' wandb banners are silenced
+    runs = find_runs(storage / "ctrlc")
+    assert len(runs) == 2
+    for trial_dir in (storage / "ctrlc").glob("train_*"):
+        reported = [
+            json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()
+        ]
+        (run,) = find_runs(trial_dir).values()
+        # Every result Tune processed is in the run, and the run says it was interrupted.
+        assert run.column("training_iteration") == [r["training_iteration"] for r in reported]
+        assert len(reported) > 10
+        assert run.exit_code == 130
     assert wait_no_processes() == []

@@ -204,3 +204,22 @@ def test_user_start_method_stays_free(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
+
+
+def test_wide_rows_span_blocks_of_the_run_file(tmp_path: Path) -> None:
+    # A 3,000-key row is ~100 KB: its record spans several 32 KiB blocks
+    # (FIRST, MIDDLE..., LAST chunks), which the reader must put back together.
+    pool = WorkerPool()
+    wide = {f"metric_{k:05d}_with_a_long_name": float(k) for k in range(3000)}
+    try:
+        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
+        for i in range(1, 4):
+            handle.put(LogRow(i, {"training_iteration": i, **wide}))
+        handle.finish(0)
+        assert pool.wait([handle], timeout=60) == []
+    finally:
+        pool.close()
+    (run,) = find_runs(tmp_path).values()
+    assert run.column("training_iteration") == [1, 2, 3]
+    for row in run.history:
+        assert all(row[key] == value for key, value in wide.items())

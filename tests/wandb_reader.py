@@ -89,7 +89,8 @@ class RunData:
     summary: dict[str, Any] = field(default_factory=dict)
     exit_codes: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-    telemetry_seen: bool = False
+    artifacts: list[str] = field(default_factory=list)
+    stats_records: int = 0
 
     @property
     def exit_code(self) -> int | None:
@@ -129,8 +130,10 @@ def read_run_files(paths: list[Path]) -> RunData:
                     run.summary[_key(item)] = json.loads(item.value_json)
             elif kind == "exit":
                 run.exit_codes.append(record.exit.exit_code)
-            elif kind == "telemetry":
-                run.telemetry_seen = True
+            elif kind == "artifact":
+                run.artifacts.append(record.artifact.name)
+            elif kind == "stats":
+                run.stats_records += 1
     # wandb stores each config value as {"value": v, "desc": ...}
     run.config = {
         k: (v["value"] if isinstance(v, dict) and "value" in v else v)

@@ -106,6 +106,10 @@ class _Launcher:
             process.kill()
         else:
             process.terminate()
+            assert process.pid is not None
+            # A stopped worker (SIGSTOP, a debugger) takes SIGTERM only once continued.
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGCONT)
 
     def _reap(self, worker_id: str) -> None:
         process = self.workers.pop(worker_id)

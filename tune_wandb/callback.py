@@ -150,7 +150,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["api_key"] = None  # a key is never written with the experiment
+        # A key is never written with the experiment, wherever it was given.
+        state["api_key"] = None
+        if self.wandb_init_kwargs.get("settings") is not None:
+            settings = _settings.merge_settings(self.wandb_init_kwargs["settings"], False)
+            settings.pop("api_key", None)
+            state["wandb_init_kwargs"] = {**self.wandb_init_kwargs, "settings": settings}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -307,11 +312,14 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
 
 def _exit_code_for(status: str | None) -> int:
-    if status == "TERMINATED":
-        return 0
-    if status == "ERROR":
-        return 1
-    return EXIT_INTERRUPTED
+    """The exit code of a run whose trial Tune never reported complete or failed.
+
+    Tune marks the trials it stops at the end of an interrupted experiment
+    TERMINATED without calling ``on_trial_complete``, so the status alone
+    cannot tell them from finished ones; reaching here means the experiment
+    ended while the trial was still running.
+    """
+    return 1 if status == "ERROR" else EXIT_INTERRUPTED
 
 
 def _is_local(filesystem: Any) -> bool:
