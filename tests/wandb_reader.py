@@ -106,34 +106,41 @@ def _key(item: Any) -> str:
     return "/".join(item.nested_key) if item.nested_key else str(item.key)
 
 
+def _items(items: Any) -> dict[str, Any]:
+    return {_key(item): json.loads(item.value_json) for item in items}
+
+
+def _on_run(run: RunData, record: Any) -> None:
+    r = record.run
+    run.run_id, run.project, run.group, run.name = r.run_id, r.project, r.run_group, r.display_name
+    run.config.update(_items(r.config.update))
+
+
+def _on_config(run: RunData, record: Any) -> None:
+    run.config.update(_items(record.config.update))
+    for item in record.config.remove:
+        run.config.pop(_key(item), None)
+
+
+_HANDLERS = {
+    "run": _on_run,
+    "config": _on_config,
+    "history": lambda run, rec: run.history.append(_items(rec.history.item)),
+    "summary": lambda run, rec: run.summary.update(_items(rec.summary.update)),
+    "exit": lambda run, rec: run.exit_codes.append(rec.exit.exit_code),
+    "artifact": lambda run, rec: run.artifacts.append(rec.artifact.name),
+    "stats": lambda run, rec: setattr(run, "stats_records", run.stats_records + 1),
+}
+
+
 def read_run_files(paths: list[Path]) -> RunData:
     """Merge the records of ``paths`` (in that order) into one :class:`RunData`."""
     run = RunData(files=list(paths))
     for path in paths:
         for record in iter_records(path):
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                r = record.run
-                run.run_id, run.project = r.run_id, r.project
-                run.group, run.name = r.run_group, r.display_name
-                for item in r.config.update:
-                    run.config[_key(item)] = json.loads(item.value_json)
-            elif kind == "config":
-                for item in record.config.update:
-                    run.config[_key(item)] = json.loads(item.value_json)
-                for item in record.config.remove:
-                    run.config.pop(_key(item), None)
-            elif kind == "history":
-                run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
-            elif kind == "summary":
-                for item in record.summary.update:
-                    run.summary[_key(item)] = json.loads(item.value_json)
-            elif kind == "exit":
-                run.exit_codes.append(record.exit.exit_code)
-            elif kind == "artifact":
-                run.artifacts.append(record.artifact.name)
-            elif kind == "stats":
-                run.stats_records += 1
+            handler = _HANDLERS.get(record.WhichOneof("record_type") or "")
+            if handler is not None:
+                handler(run, record)
     # wandb stores each config value as {"value": v, "desc": ...}
     run.config = {
         k: (v["value"] if isinstance(v, dict) and "value" in v else v)
