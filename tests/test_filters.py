@@ -252,3 +252,44 @@ def test_clean_config_is_picklable_and_never_holds_the_wandb_entry(config: dict[
     cleaned = clean_config(config)
     assert "wandb" not in cleaned
     pickle.dumps(cleaned)
+
+
+_sequences = st.lists(_results, min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_sequences, st.booleans(), st.lists(_keys, max_size=2))
+def test_splitter_matches_split_result(
+    results: list[dict[str, Any]], log_config: bool, excludes: list[str]
+) -> None:
+    from tune_wandb._filters import Splitter
+
+    rules = Rules(tuple(excludes), log_config)
+    splitter = Splitter(rules)
+    merged_fast: dict[str, Any] = {}
+    merged_ref: dict[str, Any] = {}
+    for result in results:
+        history, config, dropped = splitter.split(result)
+        reference = split_result(result, rules)
+        assert history.keys() == reference.history.keys()
+        for key, value in history.items():
+            ref = reference.history[key]
+            assert value == ref or (math.isnan(value) and math.isnan(ref))
+        assert sorted(dropped or []) == sorted(reference.dropped)
+        merged_fast.update(config or {})
+        merged_ref.update(reference.config)
+        assert merged_fast.keys() == merged_ref.keys()
+
+
+def test_splitter_sends_config_only_when_it_changes() -> None:
+    from tune_wandb._filters import Splitter
+
+    splitter = Splitter(Rules(log_config=True))
+    first = {"loss": 1.0, "pid": 5, "date": "d1", "config": {"lr": 0.1}}
+    assert splitter.split(first)[1] == {"pid": 5, "date": "d1", "lr": 0.1}
+    assert splitter.split({**first, "loss": 0.5})[1] is None
+    assert splitter.split({**first, "date": "d2"})[1] == {"date": "d2"}
+    config = {"lr": 0.1}
+    splitter.split({**first, "config": config})
+    config["lr"] = 0.2  # PBT may change a config in place
+    assert splitter.split({**first, "config": config})[1] == {"lr": 0.2}

@@ -12,6 +12,7 @@ the order they were written.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -149,6 +150,9 @@ def read_run_files(paths: list[Path]) -> RunData:
     return run
 
 
+_RUN_DIR = re.compile(r"(offline-)?run-\d{8}_\d{6}-.+")
+
+
 def _piece_order(path: Path) -> tuple[str, int, str]:
     """Order the pieces of a run: by start time, then by tune-wandb's partN suffix.
 
@@ -167,7 +171,10 @@ def _piece_order(path: Path) -> tuple[str, int, str]:
 def find_runs(root: Path) -> dict[str, RunData]:
     """Every W&B run written under ``root``, by run id, resumed pieces merged."""
     pieces: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("run-*.wandb"), key=_piece_order):
+    # Only run directories: a `latest-run` link copied as a directory (pyarrow's
+    # copies do that) would count a run twice.
+    files = [p for p in root.rglob("run-*.wandb") if _RUN_DIR.fullmatch(p.parent.name)]
+    for path in sorted(files, key=_piece_order):
         run_id = path.stem[len("run-") :]
         pieces.setdefault(run_id, []).append(path)
     return {run_id: read_run_files(paths) for run_id, paths in pieces.items()}

@@ -9,6 +9,7 @@ media costs far more than the driver may spend on a result).
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ WANDB_CONFIG_KEY = "wandb"
 _CONFIG_DROPPED = frozenset({WANDB_CONFIG_KEY, "callbacks"})
 
 _PLAIN_NUMBERS = (int, float, bool)
+_PLAIN_SCALARS = frozenset({int, float, bool, str})
 _MEDIA_DIMS = (3, 4, 5)
 
 
@@ -179,6 +181,112 @@ def _add_history(history: dict[str, Any], dropped: list[str], key: str, value: o
         history[key] = logged
     else:
         dropped.append(key)
+
+
+_SKIP, _HISTORY, _AUTO, _CONFIG = range(4)
+_MISSING = object()
+
+
+class Splitter:
+    """:func:`split_result` for one trial's stream of results, made cheap.
+
+    It remembers where each key goes (keys repeat from result to result) and
+    which config entries it has already sent, so that a typical result costs
+    one dict lookup and one type check per key. ``split`` returns the history
+    row, the config entries that changed since the last result (None if
+    none), and the dropped keys (None if none). Its rows equal
+    :func:`split_result`'s; its config updates, merged, equal them too.
+
+    Example:
+        >>> splitter = Splitter(Rules())
+        >>> splitter.split({"loss": 0.5, "pid": 7})
+        ({'loss': 0.5}, {'pid': 7}, None)
+        >>> splitter.split({"loss": 0.4, "pid": 7})
+        ({'loss': 0.4}, None, None)
+    """
+
+    __slots__ = ("_keys", "_last_config", "_plan", "_sent", "_sent_raw", "rules")
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._keys: tuple[Any, ...] = ()
+        self._plan: tuple[int, ...] = ()
+        self._sent: dict[str, Any] = {}
+        self._sent_raw: dict[str, Any] = {}
+        self._last_config: Any = _MISSING
+
+    def _route(self, key: str) -> int:
+        rules = self.rules
+        if key in NEVER_LOGGED or rules.excluded(key):
+            route = _SKIP
+        elif key == "config":
+            route = _CONFIG if rules.log_config else _SKIP
+        elif key in _AUTO_CONFIG:
+            route = _AUTO
+        else:
+            route = _HISTORY
+        return route
+
+    def split(
+        self, result: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, list[str] | None]:
+        """Split one result; see the class docstring."""
+        history: dict[str, Any] = {}
+        config: dict[str, Any] = {}
+        dropped: list[str] = []
+        keys = tuple(result)
+        if keys != self._keys:
+            # Results of a trial nearly always carry the same keys in the same
+            # order: route them once, then walk the plan beside the values.
+            self._keys = keys
+            self._plan = tuple(self._route(k if type(k) is str else str(k)) for k in keys)
+        sent_raw = self._sent_raw
+        for key, route, value in zip(keys, self._plan, result.values(), strict=True):
+            if route == _HISTORY:
+                kind = type(value)
+                if kind is float or kind is int or kind is bool:
+                    history[key] = value
+                elif isinstance(value, Mapping):
+                    excluded = self.rules.excluded
+                    for sub, subvalue in flatten(value, f"{key}/").items():
+                        if not excluded(sub):
+                            _add_history(history, dropped, sub, subvalue)
+                else:
+                    _add_history(history, dropped, str(key), value)
+            elif route == _AUTO:
+                last = sent_raw.get(key, _MISSING)
+                if type(last) is type(value) and type(value) in _PLAIN_SCALARS and last == value:
+                    continue
+                sent_raw[key] = value
+                self._changed(config, key, _config_value(value))
+            elif route == _CONFIG and isinstance(value, Mapping) and self._config_moved(value):
+                for name, entry in clean_config(value, self.rules.excludes).items():
+                    self._changed(config, name, entry)
+        return history, config or None, dropped or None
+
+    def _changed(self, config: dict[str, Any], key: str, value: Any) -> None:
+        try:
+            same = self._sent.get(key, _MISSING) == value
+        except Exception:
+            same = False
+        if same is not True:
+            config[key] = value
+            self._sent[key] = value
+
+    def _config_moved(self, value: Mapping[str, Any]) -> bool:
+        # Tune hands over the same trial config for result after result; only a
+        # config that changed (PBT) is cleaned and compared entry by entry.
+        try:
+            moved = value is not self._last_config and value != self._last_config
+        except Exception:
+            moved = True
+        if moved:
+            # A copy, so that a config changed in place still compares unequal.
+            try:
+                self._last_config = copy.deepcopy(value)
+            except Exception:
+                self._last_config = value
+        return bool(moved)
 
 
 def clean_config(config: Mapping[Any, Any], excludes: Sequence[str] = ()) -> dict[str, Any]:

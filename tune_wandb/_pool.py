@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import send_handle
@@ -51,6 +52,10 @@ logger = logging.getLogger("tune_wandb")
 
 #: The most messages a sender puts in one batch.
 _MAX_BATCH = 512
+#: How long a sender lets messages pile up before it sends them. Batching
+#: spares the driver a thread wake-up, a pickle call and a socket write per
+#: result; a logging delay of this order is invisible in W&B.
+_LINGER_SECONDS = 0.05
 #: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
 _STOP_STEP_SECONDS = 5.0
 
@@ -60,35 +65,86 @@ class _StopSender:
     """Internal marker: the sender thread ends without sending anything more."""
 
 
-class _Sender:
-    """A worker's outbound queue: a thread pickles and sends what is put.
+@dataclass(frozen=True)
+class RawResult:
+    """A Tune result not filtered yet: the sender thread makes it a LogRow."""
 
-    The caller's cost is one ``SimpleQueue.put``; pickling and the socket write
-    happen on this thread, which batches whatever piled up while it was busy.
+    seq: int
+    result: dict[str, Any]
+
+
+#: Turns a raw result into the row the worker logs (the callback's filters).
+Prepare = Callable[[int, dict[str, Any]], LogRow]
+
+
+class ThreadClock:
+    """CPU time spent by the pool's own threads on the driver (for benchmarks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds = 0.0
+
+    def add_current_thread(self) -> None:
+        """Add the calling thread's CPU time; call it as the thread ends."""
+        spent = time.thread_time()
+        with self._lock:
+            self.seconds += spent
+
+
+class _Sender:
+    """A worker's outbound queue: a thread filters, pickles and sends what is put.
+
+    The caller's cost is one ``SimpleQueue.put``. Filtering (``prepare``),
+    pickling and the socket write happen on this thread, which lets messages
+    pile up for a moment and sends them as one batch.
     """
 
-    def __init__(self, conn: Connection, name: str) -> None:
+    def __init__(
+        self, conn: Connection, name: str, prepare: Prepare | None, clock: ThreadClock
+    ) -> None:
         self._conn = conn
+        self._prepare = prepare
+        self._clock = clock
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, message: LogRow | UploadCheckpoint | FinishRun | _StopSender) -> None:
+    def put(self, message: RawResult | LogRow | UploadCheckpoint | FinishRun | _StopSender) -> None:
         self._queue.put(message)
+
+    def _ready(self, message: Any) -> Any:
+        if isinstance(message, RawResult):
+            assert self._prepare is not None
+            try:
+                return self._prepare(message.seq, message.result)
+            except Exception:
+                # A bug in the filters must cost one row, never the trial's logging.
+                logger.exception("tune-wandb: could not filter a result; it is skipped")
+                return None
+        return message
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._clock.add_current_thread()
+
+    def _loop(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
             batch = [get()]
+            if not isinstance(batch[0], (FinishRun, _StopSender)):
+                time.sleep(_LINGER_SECONDS)
             with contextlib.suppress(queue.Empty):
                 while len(batch) < _MAX_BATCH:
                     batch.append(get_nowait())
             done = any(isinstance(m, (FinishRun, _StopSender)) for m in batch)
-            messages = tuple(m for m in batch if not isinstance(m, _StopSender))
+            ready = (self._ready(m) for m in batch if not isinstance(m, _StopSender))
+            messages = tuple(m for m in ready if m is not None)
             if messages:
                 try:
                     self._conn.send_bytes(
@@ -104,11 +160,20 @@ class _Sender:
 class WorkerHandle:
     """The driver's view of one trial's worker."""
 
-    def __init__(self, worker_id: str, trial_name: str, conn: Connection) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        trial_name: str,
+        conn: Connection,
+        prepare: Prepare | None = None,
+        clock: ThreadClock | None = None,
+    ) -> None:
         self.worker_id = worker_id
         self.trial_name = trial_name
         self.conn = conn
-        self.sender = _Sender(conn, f"tune-wandb-sender-{worker_id}")
+        self.sender = _Sender(
+            conn, f"tune-wandb-sender-{worker_id}", prepare, clock or ThreadClock()
+        )
         self.pid: int | None = None
         self.exitcode: int | None = None
         self.started: RunStarted | None = None
@@ -118,7 +183,7 @@ class WorkerHandle:
         self.conn_open = True
         self.exited = threading.Event()
 
-    def put(self, message: LogRow | UploadCheckpoint) -> None:
+    def put(self, message: RawResult | LogRow | UploadCheckpoint) -> None:
         """Queue a message for the worker; returns at once."""
         self.sender.put(message)
 
@@ -153,6 +218,7 @@ class WorkerPool:
         self._wake_r: Connection | None = None
         self._wake_w: Connection | None = None
         self._closing = False
+        self.thread_clock = ThreadClock()
 
     # -- start --------------------------------------------------------------
 
@@ -195,11 +261,23 @@ class WorkerPool:
         self._launcher_conn = Connection(ours.detach())
         self._wake()
 
-    def spawn(self, worker_id: str, trial_name: str, setup: WorkerSetup) -> WorkerHandle:
-        """Ask the launcher for a worker; returns without waiting for it."""
+    def spawn(
+        self,
+        worker_id: str,
+        trial_name: str,
+        setup: WorkerSetup,
+        prepare: Prepare | None = None,
+    ) -> WorkerHandle:
+        """Ask the launcher for a worker; returns without waiting for it.
+
+        ``prepare`` turns the :class:`RawResult` messages put on the handle into
+        rows, on the handle's sender thread.
+        """
         payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
         ours, theirs = socket.socketpair()
-        handle = WorkerHandle(worker_id, trial_name, Connection(ours.detach()))
+        handle = WorkerHandle(
+            worker_id, trial_name, Connection(ours.detach()), prepare, self.thread_clock
+        )
         with self._lock:
             self.start()
             self._workers[worker_id] = handle
@@ -250,6 +328,12 @@ class WorkerPool:
                 self._wake_w.send_bytes(b"")
 
     def _monitor_loop(self) -> None:
+        try:
+            self._monitor_forever()
+        finally:
+            self.thread_clock.add_current_thread()
+
+    def _monitor_forever(self) -> None:
         # Only this thread reads from or closes the sockets once they are
         # registered, so a socket is never closed under a wait() on it.
         while True:

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from tune_wandb import _filters
+from tune_wandb import _filters, _runfile
 from tune_wandb._protocol import (
     EXIT_DRIVER_LOST,
     Batch,
@@ -37,9 +37,17 @@ from tune_wandb._protocol import (
 
 #: How often a worker without pidfd support checks that its driver lives.
 _DRIVER_POLL_SECONDS = 1.0
+#: How long after ``wandb.finish`` a worker waits for wandb-core to write the
+#: end of the run file.
+_FILE_CLOSE_SECONDS = 30.0
 
 
-def worker_main(sock_fd: int, payload: bytes, inherited_fds: tuple[int, ...] = ()) -> None:
+def worker_main(
+    sock_fd: int,
+    payload: bytes,
+    inherited_fds: tuple[int, ...] = (),
+    service_token: str | None = None,
+) -> None:
     """Run one trial's W&B run; the launcher's fork target.
 
     Args:
@@ -48,6 +56,8 @@ def worker_main(sock_fd: int, payload: bytes, inherited_fds: tuple[int, ...] = (
         inherited_fds: descriptors inherited from the launcher that belong to
             it (its own socket to the driver), closed here so that the driver
             sees the launcher's end when the launcher exits.
+        service_token: the address of the experiment's shared wandb-core
+            (a ``WANDB_SERVICE`` value), None to start one of its own.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in inherited_fds:
@@ -55,7 +65,7 @@ def worker_main(sock_fd: int, payload: bytes, inherited_fds: tuple[int, ...] = (
             os.close(fd)
     conn = Connection(sock_fd)
     setup: WorkerSetup = cloudpickle.loads(payload)
-    code = _Worker(conn, setup).run()
+    code = _Worker(conn, setup, service_token).run()
     sys.exit(code)
 
 
@@ -85,9 +95,10 @@ class _DriverWatch:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, setup: WorkerSetup) -> None:
+    def __init__(self, conn: Connection, setup: WorkerSetup, service_token: str | None) -> None:
         self.conn = conn
         self.setup = setup
+        self.service_token = service_token
         self.wb: Any = None
         self.rows = 0
         self.warned: set[str] = set()
@@ -127,6 +138,8 @@ class _Worker:
         for name in [n for n in os.environ if n.startswith("WANDB_")]:
             del os.environ[name]
         os.environ.update(self.setup.env)
+        if self.service_token and "WANDB_SERVICE" not in self.setup.env:
+            os.environ["WANDB_SERVICE"] = self.service_token
 
     def _start_run(self) -> None:
         import wandb
@@ -250,15 +263,25 @@ class _Worker:
 
         run = self.wb
         run_dir = run.settings.sync_dir
+        run_file = run.settings.sync_file
         offline = bool(run.offline)
+        disabled = bool(getattr(run, "disabled", False))
         try:
             run.finish(exit_code=exit_code)
         except Exception as exc:
             self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
+        # A shared wandb-core writes the end of the file after finish() returns.
+        if not disabled and not _runfile.wait_for_exit_record(run_file, _FILE_CLOSE_SECONDS):
+            self._say(
+                logging.WARNING,
+                f"the run file {run_file} had no exit record {_FILE_CLOSE_SECONDS:g}s after "
+                "wandb.finish; what it holds is kept",
+            )
         if self.setup.storage is not None:
             run_dir = self._copy_to_storage(run_dir)
         self._send(RunFinished(exit_code, self.rows, run_dir, offline))
-        # Ends this worker's wandb-core service now rather than at interpreter exit.
+        # Ends this worker's wandb-core service, if it has one of its own, now
+        # rather than at interpreter exit.
         wandb.teardown()
 
     def _copy_to_storage(self, local_dir: str) -> str:

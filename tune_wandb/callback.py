@@ -7,13 +7,13 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
 from tune_wandb import _filters, _settings
-from tune_wandb._pool import WorkerHandle, WorkerPool
+from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
 from tune_wandb._protocol import (
     EXIT_INTERRUPTED,
     LogRow,
@@ -33,15 +33,11 @@ DEFAULT_UPLOAD_TIMEOUT = 600
 
 @dataclass
 class _TrialLog:
-    """The driver's per-trial state: its worker, filter rules, what was sent."""
+    """The driver's per-trial state: its worker, its run id, the last sequence number."""
 
     handle: WorkerHandle
-    rules: _filters.Rules
     run_id: str
     seq: int = 0
-    warned: set[str] = field(default_factory=set)
-    sent_config: dict[str, Any] = field(default_factory=dict)
-    storage_dir: str = ""
 
 
 class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
@@ -232,42 +228,41 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
         )
-        handle = self._pool.spawn(trial.trial_id, str(trial), setup)
-        state = _TrialLog(
-            handle=handle,
-            rules=_filters.Rules(self.excludes, self.log_config),
-            run_id=str(init_kwargs["id"]),
-            storage_dir=trial.path,
-        )
+        splitter = _filters.Splitter(_filters.Rules(self.excludes, self.log_config))
+        warned: set[str] = set()
+        name = str(trial)
+
+        def prepare(seq: int, result: dict[str, Any]) -> LogRow:
+            # Runs on the trial's sender thread, off the Tune loop.
+            history, config, dropped = splitter.split(result)
+            for key in dropped or ():
+                if key not in warned:
+                    warned.add(key)
+                    logger.warning(
+                        "tune-wandb: trial %s: result key %r is not a number, array or wandb "
+                        "media, so it is not logged to the W&B history (said once per trial).",
+                        name,
+                        key,
+                    )
+            return LogRow(seq, history, config)
+
+        handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
+        state = _TrialLog(handle=handle, run_id=str(init_kwargs["id"]))
         self._trials[trial.trial_id] = state
         return state
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-        """Filter the result and queue it for the trial's worker; never waits."""
+        """Queue the result for the trial's worker; returns at once.
+
+        The result is filtered and flattened on the trial's sender thread, from
+        a shallow copy taken here (Tune lets later callbacks change the result
+        in place).
+        """
         state = self._trials.get(trial.trial_id)
         if state is None or state.handle.finishing:
             state = self._start(trial)
-        split = _filters.split_result(result, state.rules)
-        if split.dropped:
-            self._warn_dropped(trial, state, split.dropped)
-        config = None
-        if split.config:
-            sent = state.sent_config
-            config = {k: v for k, v in split.config.items() if k not in sent or sent[k] != v}
-            sent.update(config)
         state.seq += 1
-        state.handle.put(LogRow(state.seq, split.history, config or None))
-
-    def _warn_dropped(self, trial: Trial, state: _TrialLog, keys: list[str]) -> None:
-        for key in keys:
-            if key not in state.warned:
-                state.warned.add(key)
-                logger.warning(
-                    "tune-wandb: trial %s: result key %r is not a number, array or wandb "
-                    "media, so it is not logged to the W&B history (said once per trial).",
-                    trial,
-                    key,
-                )
+        state.handle.put(RawResult(state.seq, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
         """Queue the trial's new checkpoint for upload as an artifact, if asked."""
