@@ -19,7 +19,20 @@ if importlib.util.find_spec("wandb") is None:  # pragma: no cover - needs wandb 
         "(or `pip install tune-wandb`, which brings it)."
     )
 
-from tune_wandb.callback import WandbLoggerCallback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tune_wandb.callback import WandbLoggerCallback
 
 __all__ = ["WandbLoggerCallback"]
 __version__ = "0.1.0.dev0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the launcher and the workers import this package
+    # too, and must not pay for importing Ray (~100 MB in every one of them).
+    if name == "WandbLoggerCallback":
+        from tune_wandb.callback import WandbLoggerCallback
+
+        return WandbLoggerCallback
+    raise AttributeError(f"module 'tune_wandb' has no attribute {name!r}")

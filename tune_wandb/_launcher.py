@@ -64,7 +64,6 @@ _WARM_MODULES = (
     "opentelemetry.sdk.trace",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "pyarrow.fs",
 )
 
 #: A shared wandb-core exits by itself after this long without clients, in

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +31,15 @@ logger = logging.getLogger("tune_wandb")
 DEFAULT_UPLOAD_TIMEOUT = 600
 
 
-@dataclass
+@dataclass(slots=True)
 class _TrialLog:
     """The driver's per-trial state: its worker, its run id, the last sequence number."""
 
     handle: WorkerHandle
     run_id: str
+    put: Callable[[Any], None]
     seq: int = 0
+    ended: bool = False
 
 
 class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
@@ -135,6 +137,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool = WorkerPool()
         self._trials: dict[str, _TrialLog] = {}
         self._key: str | None = None
+        self._env: dict[str, str] = {}
         self._token: str | None = None
         self._restored_token: str | None = None
         self._said_project = False
@@ -172,6 +175,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         """Read the key and start the launcher (it warms up while Tune starts)."""
         self._token = self._restored_token or _settings.experiment_token()
         self._restored_token = None
+        # Read once: scanning the environment at every trial start costs the Tune loop.
+        self._env = _settings.wandb_env(os.environ)
         self._key = self._resolve_key()
         project = _settings.resolve_project(self.project, os.environ)
         if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
@@ -222,7 +227,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             trial_name=str(trial),
             init_kwargs=init_kwargs,
             driver_pid=os.getpid(),
-            env=_settings.wandb_env(os.environ),
+            env=self._env,
             api_key=self._key,
             storage=storage,
             image_kwargs=self.image_kwargs,
@@ -247,7 +252,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             return LogRow(seq, history, config)
 
         handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
-        state = _TrialLog(handle=handle, run_id=str(init_kwargs["id"]))
+        state = _TrialLog(handle=handle, run_id=str(init_kwargs["id"]), put=handle.put_nowait)
         self._trials[trial.trial_id] = state
         return state
 
@@ -259,10 +264,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         in place).
         """
         state = self._trials.get(trial.trial_id)
-        if state is None or state.handle.finishing:
+        if state is None or state.ended:
             state = self._start(trial)
         state.seq += 1
-        state.handle.put(RawResult(state.seq, dict(result)))
+        state.put(RawResult(state.seq, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
         """Queue the trial's new checkpoint for upload as an artifact, if asked."""
@@ -281,6 +286,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         """Send the end marker (exit code 1 if the trial failed); returns at once."""
         state = self._trials.get(trial.trial_id)
         if state is not None:
+            state.ended = True
             state.handle.finish(1 if failed else 0)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
