@@ -38,6 +38,17 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark side by side: no callback, tune-wandb, Ray's built-in callback.
+
+    Writes benchmarks/results/bench.{json,md} and puts the table into README.md.
+    Extra args go to benchmarks/bench.py (``nox -s bench -- --repeats 1``).
+    """
+    install(session, "bench")
+    session.run("python", "benchmarks/bench.py", "--update-readme", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo sweep, logged offline into ./tune-wandb-demo/."""
     install(session)

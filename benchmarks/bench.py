@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from wandb_reader import find_runs  # noqa: E402
 
-MODES = ("none", "tune-wandb", "ray-builtin")
+MODES = ("none", "tune-wandb", "tune-wandb-shared-core", "ray-builtin")
+DEFAULT_MODES = MODES
 
 
 # -- the trainable -----------------------------------------------------------
@@ -120,7 +122,7 @@ def timed_callback(inner: Any) -> Any:
 class ProcessSampler:
     """Runs sampler.py beside the experiment (its /proc reads cost the driver nothing)."""
 
-    def __init__(self, mode: str, interval: float = 0.1) -> None:
+    def __init__(self, mode: str, interval: float = 0.25) -> None:
         self.args = [
             sys.executable,
             str(Path(__file__).with_name("sampler.py")),
@@ -142,6 +144,7 @@ class ProcessSampler:
         data = json.loads(out)
         self.cpu_seconds = data["cpu_seconds"]
         self.peak_pss = data["peak_pss"]
+        self.own_cpu_seconds = data["sampler_cpu_seconds"]
 
 
 # -- one experiment ------------------------------------------------------------
@@ -158,15 +161,19 @@ class Run:
     result_us: list[float] = field(default_factory=list)
     start_ms: list[float] = field(default_factory=list)
     logging_cpu_s: float = 0.0
+    # CPU of the driver's children reaped during the experiment: for tune-wandb,
+    # the launcher with every worker and wandb-core under it, counted exactly.
+    reaped_children_cpu_s: float = 0.0
+    callback_thread_cpu_s: float = 0.0
     logging_peak_pss_mb: float = 0.0
     rows_landed: int = 0
 
 
 def make_callback(mode: str) -> Any:
-    if mode == "tune-wandb":
+    if mode.startswith("tune-wandb"):
         from tune_wandb import WandbLoggerCallback
 
-        return WandbLoggerCallback(project="bench")
+        return WandbLoggerCallback(project="bench", shared_service=mode.endswith("shared-core"))
     if mode == "ray-builtin":
         from ray.air.integrations.wandb import WandbLoggerCallback as RayCallback
 
@@ -190,6 +197,7 @@ def run_experiment(
     callback = make_callback(mode)
     timed = timed_callback(callback) if callback is not None else None
     resources = {"cpu": 2 / concurrency}
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ProcessSampler(mode) as sampler:
         cpu0 = time.process_time()
         t0 = time.perf_counter()
@@ -210,6 +218,7 @@ def run_experiment(
         )
         wall = time.perf_counter() - t0
         driver_cpu = time.process_time() - cpu0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = Run(
         mode=mode,
         trials=trials,
@@ -218,9 +227,19 @@ def run_experiment(
         driver_cpu_s=driver_cpu,
         results=trials * results,
         logging_cpu_s=sampler.cpu_seconds,
+        reaped_children_cpu_s=(
+            children1.ru_utime
+            + children1.ru_stime
+            - children0.ru_utime
+            - children0.ru_stime
+            - sampler.own_cpu_seconds
+        ),
         logging_peak_pss_mb=sampler.peak_pss / 2**20,
     )
     if timed is not None:
+        pool = getattr(callback, "_pool", None)
+        if pool is not None:
+            run.callback_thread_cpu_s = pool.thread_clock.seconds
         run.result_us = [ns / 1000 for ns in timed.result_ns]
         run.start_ms = [ns / 1e6 for ns in timed.start_ns]
         runs = find_runs(storage / name)
@@ -268,6 +287,12 @@ def summarize(runs: list[Run], scale: list[Run]) -> dict[str, Any]:
                     "logging_cpu_s_per_trial": statistics.median(
                         r.logging_cpu_s / trials for r in mode_runs
                     ),
+                    "logging_cpu_s_per_trial_reaped": statistics.median(
+                        r.reaped_children_cpu_s / trials for r in mode_runs
+                    ),
+                    "callback_threads_cpu_us_per_result": statistics.median(
+                        r.callback_thread_cpu_s / n_results * 1e6 for r in mode_runs
+                    ),
                     "logging_peak_pss_mb": statistics.median(
                         r.logging_peak_pss_mb for r in mode_runs
                     ),
@@ -301,7 +326,13 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
             "driver_cpu_us_per_result_above_none",
             ".0f",
         ),
-        ("logging CPU per trial (CPU-s)", "logging_cpu_s_per_trial", ".2f"),
+        (
+            "callback's own threads' CPU per result (µs)",
+            "callback_threads_cpu_us_per_result",
+            ".0f",
+        ),
+        ("logging CPU per trial, sampled (CPU-s)", "logging_cpu_s_per_trial", ".2f"),
+        ("logging CPU per trial, reaped children (CPU-s)", "logging_cpu_s_per_trial_reaped", ".2f"),
         (f"logging peak PSS at {args.concurrency} concurrent (MB)", "logging_peak_pss_mb", ".0f"),
         (
             f"logging PSS per concurrent trial at {args.scale} (MB)",
@@ -352,7 +383,7 @@ def main() -> int:
     parser.add_argument(
         "--scale", type=int, default=16, help="concurrent trials of the scale run (0: none)"
     )
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ first seen before the experiment) and the peak total PSS.
 from __future__ import annotations
 
 import json
+import resource
 import select
 import sys
 
@@ -23,7 +24,7 @@ def is_logging_process(mode: str, proc: psutil.Process) -> bool:
         return False
     if "wandb-core" in cmdline:
         return True
-    if mode == "tune-wandb":
+    if mode.startswith("tune-wandb"):
         return "tune_wandb._launcher" in cmdline
     if mode == "ray-builtin":
         return "_WandbLoggingActor" in cmdline or "_QueueActor" in cmdline
@@ -60,7 +61,18 @@ def main() -> int:
         readable, _, _ = select.select([sys.stdin], [], [], interval)
         if readable and not sys.stdin.read(1):
             break
-    print(json.dumps({"cpu_seconds": sum(cpu.values()), "peak_pss": peak, "pids": len(cpu)}))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "cpu_seconds": sum(cpu.values()),
+                "peak_pss": peak,
+                "pids": len(cpu),
+                # bench.py subtracts this from the CPU of the driver's reaped children.
+                "sampler_cpu_seconds": own.ru_utime + own.ru_stime,
+            }
+        )
+    )
     return 0
 
 

@@ -98,10 +98,10 @@ class _SharedService:
     names a service.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: bool) -> None:
         self.process: Any = None
         self.token: str | None = None
-        if os.environ.get("WANDB_SERVICE"):
+        if not wanted or os.environ.get("WANDB_SERVICE"):
             return
         try:
             from wandb.sdk.lib.service import service_process
@@ -219,13 +219,18 @@ class _Launcher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve one driver over the socket whose descriptor is ``argv[0]``."""
+    """Serve one driver over the socket whose descriptor is ``argv[0]``.
+
+    ``--no-shared-service`` lets every worker start a wandb-core of its own.
+    """
     args = sys.argv[1:] if argv is None else argv
+    shared = "--no-shared-service" not in args
+    args = [a for a in args if not a.startswith("--")]
     # Ctrl-C in the terminal reaches the whole process group; the driver decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(args[0]))
     _warm_up()
-    service = _SharedService()
+    service = _SharedService(wanted=shared)
     try:
         launcher = _Launcher(conn, service.token)
         grace = launcher.serve()

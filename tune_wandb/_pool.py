@@ -56,11 +56,24 @@ _MAX_BATCH = 512
 #: How long a sender lets messages pile up before it sends them. Batching
 #: spares the driver a thread wake-up, a pickle call and a socket write per
 #: result; a logging delay of this order is invisible in W&B.
-_LINGER_SECONDS = 0.05
+_LINGER_SECONDS = 0.1
 #: Empty polls (of _LINGER_SECONDS each) before a sender blocks until the next message.
-_IDLE_POLLS = 20
+_IDLE_POLLS = 10
 #: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
 _STOP_STEP_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _SpawnRequest:
+    """Internal: a worker for the feeder thread to ask the launcher for."""
+
+    handle: WorkerHandle
+    setup: WorkerSetup
+
+
+@dataclass(frozen=True)
+class _StopFeeder:
+    """Internal marker: the feeder thread ends."""
 
 
 @dataclass(frozen=True)
@@ -106,17 +119,19 @@ class _Sender:
     pile up for a moment and sends them as one batch.
     """
 
-    def __init__(
-        self, conn: Connection, name: str, prepare: Prepare | None, clock: ThreadClock
-    ) -> None:
-        self._conn = conn
+    def __init__(self, prepare: Prepare | None, clock: ThreadClock) -> None:
+        self._conn: Connection | None = None
         self._prepare = prepare
         self._clock = clock
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         #: The queue's own put: no Python frame between the caller and the queue.
+        #: Messages put before the worker's socket exists wait in the queue.
         self.put: Callable[[Any], None] = self._queue.put
         self.error: BaseException | None = None
-        self.name = name
+
+    def start(self, conn: Connection) -> None:
+        """Start sending on ``conn``."""
+        self._conn = conn
         # threading.Thread.start() waits until the new thread runs, milliseconds
         # on a busy machine; the low-level start returns at once.
         _thread.start_new_thread(self._run, ())
@@ -162,6 +177,7 @@ class _Sender:
             ready = (self._ready(m) for m in batch if not isinstance(m, _StopSender))
             messages = tuple(m for m in ready if m is not None)
             if messages:
+                assert self._conn is not None
                 try:
                     self._conn.send_bytes(
                         pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
@@ -180,23 +196,21 @@ class WorkerHandle:
         self,
         worker_id: str,
         trial_name: str,
-        conn: Connection,
         prepare: Prepare | None = None,
         clock: ThreadClock | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.trial_name = trial_name
-        self.conn = conn
-        self.sender = _Sender(
-            conn, f"tune-wandb-sender-{worker_id}", prepare, clock or ThreadClock()
-        )
+        #: The driver's end of the worker's socket, set by the pool's feeder thread.
+        self.conn: Connection | None = None
+        self.sender = _Sender(prepare, clock or ThreadClock())
         self.pid: int | None = None
         self.exitcode: int | None = None
         self.started: RunStarted | None = None
         self.finished: RunFinished | None = None
         self.finishing = False
         self.stopped_by_us = False
-        self.conn_open = True
+        self.conn_open = False
         self.exited = threading.Event()
 
     def put(self, message: RawResult | LogRow | UploadCheckpoint) -> None:
@@ -229,7 +243,8 @@ class WorkerPool:
     across experiments run with the same callback object).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shared_service: bool = False) -> None:
+        self.shared_service = shared_service
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._workers: dict[str, WorkerHandle] = {}
@@ -240,6 +255,9 @@ class WorkerPool:
         self._wake_w: Connection | None = None
         self._closing = False
         self.thread_clock = ThreadClock()
+        self._spawns: queue.SimpleQueue[_SpawnRequest | _StopFeeder] = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None
+        self._running = False
 
     # -- start --------------------------------------------------------------
 
@@ -247,8 +265,14 @@ class WorkerPool:
         """Start the launcher and the monitor thread if they are not running."""
         with self._lock:
             self._closing = False
+            self._running = True
             if self._launcher is None or self._launcher.poll() is not None:
                 self._start_launcher()
+            if self._feeder is None or not self._feeder.is_alive():
+                self._feeder = threading.Thread(
+                    target=self._feed_loop, name="tune-wandb-feeder", daemon=True
+                )
+                self._feeder.start()
             if self._monitor is None or not self._monitor.is_alive():
                 wake_r, wake_w = socket.socketpair()
                 self._wake_r = Connection(wake_r.detach())
@@ -269,7 +293,13 @@ class WorkerPool:
         env["PYTHONPATH"] = os.pathsep.join(path)
         try:
             self._launcher = subprocess.Popen(
-                [sys.executable, "-m", "tune_wandb._launcher", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "tune_wandb._launcher",
+                    str(theirs.fileno()),
+                    *(() if self.shared_service else ("--no-shared-service",)),
+                ],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -289,24 +319,44 @@ class WorkerPool:
         setup: WorkerSetup,
         prepare: Prepare | None = None,
     ) -> WorkerHandle:
-        """Ask the launcher for a worker; returns without waiting for it.
+        """Ask for a worker; returns at once, with nothing but Python objects made.
 
-        ``prepare`` turns the :class:`RawResult` messages put on the handle into
-        rows, on the handle's sender thread.
+        The socket, the payload and the request to the launcher are made on the
+        pool's feeder thread: any system call on the Tune loop hands the GIL to
+        another thread, which may keep it for the interpreter's whole switch
+        interval (5 ms). ``prepare`` turns the :class:`RawResult` messages put on
+        the handle into rows, on the handle's sender thread.
         """
-        payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
-        ours, theirs = socket.socketpair()
-        handle = WorkerHandle(
-            worker_id, trial_name, Connection(ours.detach()), prepare, self.thread_clock
-        )
-        with self._lock:
+        if not self._running:
             self.start()
-            self._workers[worker_id] = handle
+        handle = WorkerHandle(worker_id, trial_name, prepare, self.thread_clock)
+        self._workers[worker_id] = handle
+        self._spawns.put(_SpawnRequest(handle, setup))
+        return handle
+
+    def _feed_loop(self) -> None:
+        try:
+            while True:
+                request = self._spawns.get()
+                if not isinstance(request, _SpawnRequest):
+                    return
+                self._feed(request)
+        finally:
+            self.thread_clock.add_current_thread()
+
+    def _feed(self, request: _SpawnRequest) -> None:
+        handle = request.handle
+        payload = cloudpickle.dumps(request.setup, protocol=pickle.HIGHEST_PROTOCOL)
+        ours, theirs = socket.socketpair()
+        handle.conn = Connection(ours.detach())
+        handle.conn_open = True
+        handle.sender.start(handle.conn)
+        with self._lock:
             try:
                 # A launcher that died since the last trial is started again, once.
                 for attempt in (1, 2):
                     try:
-                        self._send_spawn(worker_id, payload, theirs.fileno())
+                        self._send_spawn(handle.worker_id, payload, theirs.fileno())
                         break
                     except OSError:
                         if attempt == 2:
@@ -315,13 +365,12 @@ class WorkerPool:
             except OSError as exc:
                 logger.error(  # noqa: TRY400 - the cause is in the message; no traceback wanted
                     "tune-wandb: could not reach the launcher to start a worker for %s: %r",
-                    trial_name,
+                    handle.trial_name,
                     exc,
                 )
             finally:
                 theirs.close()
             self._wake()
-        return handle
 
     def _send_spawn(self, worker_id: str, payload: bytes, fd: int) -> None:
         conn, launcher = self._launcher_conn, self._launcher
@@ -363,7 +412,9 @@ class WorkerPool:
                     self._close_all_conns()
                     return
                 wake, launcher = self._wake_r, self._launcher_conn
-                by_conn = {h.conn: h for h in self._workers.values() if h.conn_open}
+                by_conn = {
+                    h.conn: h for h in self._workers.values() if h.conn_open and h.conn is not None
+                }
             waitables: list[Any] = [c for c in (wake, launcher) if c is not None]
             ready = wait([*waitables, *by_conn], timeout=1.0)
             for conn in ready:
@@ -385,7 +436,8 @@ class WorkerPool:
             if handle.conn_open:
                 handle.conn_open = False
                 with contextlib.suppress(OSError):
-                    handle.conn.close()
+                    if handle.conn is not None:
+                        handle.conn.close()
         self._workers.clear()
 
     def _read_launcher(self, conn: Connection) -> None:
@@ -416,6 +468,7 @@ class WorkerPool:
 
     def _read_worker(self, handle: WorkerHandle) -> None:
         try:
+            assert handle.conn is not None
             message = pickle.loads(handle.conn.recv_bytes())
         except (EOFError, OSError):
             handle.conn_open = False
@@ -440,7 +493,7 @@ class WorkerPool:
         """Read what a dead worker said before it went."""
         while handle.conn_open:
             try:
-                if not handle.conn.poll():
+                if handle.conn is None or not handle.conn.poll():
                     break
             except (OSError, EOFError):
                 break
@@ -461,7 +514,8 @@ class WorkerPool:
         handle.sender.put(_StopSender())
         handle.exited.set()
         with contextlib.suppress(OSError):
-            handle.conn.close()
+            if handle.conn is not None:
+                handle.conn.close()
         handle.conn_open = False
         with self._changed:
             self._changed.notify_all()
@@ -508,6 +562,12 @@ class WorkerPool:
 
         Workers still running are ended first (see :meth:`stop`).
         """
+        self._running = False
+        feeder = self._feeder
+        if feeder is not None:
+            self._spawns.put(_StopFeeder())
+            feeder.join(_STOP_STEP_SECONDS)
+            self._feeder = None
         with self._lock:
             handles = [h for h in self._workers.values() if not h.exited.is_set()]
         self.stop(handles)
