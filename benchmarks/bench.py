@@ -287,18 +287,21 @@ def summarize(runs: list[Run], scale: list[Run]) -> dict[str, Any]:
                     "logging_cpu_s_per_trial": statistics.median(
                         r.logging_cpu_s / trials for r in mode_runs
                     ),
-                    "logging_cpu_s_per_trial_reaped": statistics.median(
-                        r.reaped_children_cpu_s / trials for r in mode_runs
-                    ),
-                    "callback_threads_cpu_us_per_result": statistics.median(
-                        r.callback_thread_cpu_s / n_results * 1e6 for r in mode_runs
-                    ),
                     "logging_peak_pss_mb": statistics.median(
                         r.logging_peak_pss_mb for r in mode_runs
                     ),
                     "rows_landed": min(r.rows_landed for r in mode_runs),
                     "rows_reported": n_results,
                 }
+            )
+        if mode.startswith("tune-wandb"):
+            # Only tune-wandb's logging processes are the driver's children, and
+            # only its threads keep a clock.
+            entry["logging_cpu_s_per_trial_reaped"] = statistics.median(
+                r.reaped_children_cpu_s / trials for r in mode_runs
+            )
+            entry["callback_threads_cpu_us_per_result"] = statistics.median(
+                r.callback_thread_cpu_s / n_results * 1e6 for r in mode_runs
             )
         summary[mode] = entry
     for run in scale:

@@ -67,6 +67,10 @@ def test_rows_land_and_run_finishes(tmp_path: Path) -> None:
     assert run.column("training_iteration") == list(range(1, 301))
     assert run.column("metric") == [i * 2.0 for i in range(1, 301)]
     assert run.exit_code == 0
+    # The launcher lists the environment once; each run still records it.
+    requirements = run.files[0].parent / "files" / "requirements.txt"
+    assert "wandb==" in requirements.read_text()
+    assert "requirements.txt" in run.saved_files
     assert wait_no_processes() == []
 
 

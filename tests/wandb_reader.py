@@ -91,6 +91,7 @@ class RunData:
     exit_codes: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    saved_files: list[str] = field(default_factory=list)
     stats_records: int = 0
 
     @property
@@ -130,6 +131,7 @@ _HANDLERS = {
     "summary": lambda run, rec: run.summary.update(_items(rec.summary.update)),
     "exit": lambda run, rec: run.exit_codes.append(rec.exit.exit_code),
     "artifact": lambda run, rec: run.artifacts.append(rec.artifact.name),
+    "files": lambda run, rec: run.saved_files.extend(f.path for f in rec.files.files),
     "stats": lambda run, rec: setattr(run, "stats_records", run.stats_records + 1),
 }
 

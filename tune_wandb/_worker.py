@@ -47,6 +47,7 @@ def worker_main(
     payload: bytes,
     inherited_fds: tuple[int, ...] = (),
     service_token: str | None = None,
+    requirements: str | None = None,
 ) -> None:
     """Run one trial's W&B run; the launcher's fork target.
 
@@ -58,6 +59,8 @@ def worker_main(
             sees the launcher's end when the launcher exits.
         service_token: the address of the experiment's shared wandb-core
             (a ``WANDB_SERVICE`` value), None to start one of its own.
+        requirements: the environment's ``requirements.txt``, listed once by
+            the launcher, saved with the run instead of wandb listing it again.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in inherited_fds:
@@ -65,7 +68,7 @@ def worker_main(
             os.close(fd)
     conn = Connection(sock_fd)
     setup: WorkerSetup = cloudpickle.loads(payload)
-    code = _Worker(conn, setup, service_token).run()
+    code = _Worker(conn, setup, service_token, requirements).run()
     sys.exit(code)
 
 
@@ -95,10 +98,17 @@ class _DriverWatch:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, setup: WorkerSetup, service_token: str | None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        setup: WorkerSetup,
+        service_token: str | None,
+        requirements: str | None,
+    ) -> None:
         self.conn = conn
         self.setup = setup
         self.service_token = service_token
+        self.requirements = requirements
         self.wb: Any = None
         self.rows = 0
         self.warned: set[str] = set()
@@ -149,6 +159,9 @@ class _Worker:
         suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
         if suffix and "x_sync_dir_suffix" not in settings:
             settings["x_sync_dir_suffix"] = suffix
+        save_requirements = self.requirements is not None and "x_save_requirements" not in settings
+        if save_requirements:
+            settings["x_save_requirements"] = False
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
         try:
@@ -165,6 +178,8 @@ class _Worker:
             kwargs["mode"] = "offline"
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
         run = self.wb
+        if save_requirements:
+            self._save_requirements(run)
         # Restored trials report iterations again; with training_iteration as the
         # x-axis instead of wandb's _step, no row is dropped for going backwards.
         run.define_metric("training_iteration")
@@ -178,6 +193,16 @@ class _Worker:
                 offline=bool(run.offline),
             )
         )
+
+    def _save_requirements(self, run: Any) -> None:
+        assert self.requirements is not None
+        try:
+            path = os.path.join(run.dir, "requirements.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.requirements)
+            run.save(path, base_path=run.dir, policy="now")
+        except Exception as exc:
+            self._say(logging.WARNING, f"could not save requirements.txt with the run: {exc!r}")
 
     def _loop(self) -> int:
         waitables = [self.conn, *self.driver.waitables()]
