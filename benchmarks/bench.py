@@ -1,7 +1,7 @@
 """Side-by-side benchmark: no callback, tune-wandb, and Ray's built-in W&B callback.
 
 Run with ``nox -s bench`` (or ``python benchmarks/bench.py``). All modes run in
-one process against one Ray instance, interleaved over ``--repeats`` rounds,
+one process against one Ray instance, interleaved over ``--repeats`` rounds (5),
 because the machine is noisy; figures are medians over the rounds.
 
 Per mode it measures:
@@ -382,7 +382,7 @@ def main() -> int:
     parser.add_argument("--results", type=int, default=100)
     parser.add_argument("--compute-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--scale", type=int, default=16, help="concurrent trials of the scale run (0: none)"
     )

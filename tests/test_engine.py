@@ -332,3 +332,50 @@ def test_checkpoints_uploaded_as_artifacts(storage: Path, tmp_path: Path) -> Non
     check_complete(run, 6)
     assert len(run.artifacts) == 2
     assert all(name.startswith("checkpoint_checkpointed_") for name in run.artifacts)
+
+
+class _KillWorker(tune.Callback):
+    """SIGKILLs the trial's tune-wandb worker once, when the trial reaches ``at``."""
+
+    def __init__(self, logger_callback: WandbLoggerCallback, at: int) -> None:
+        self.logger_callback = logger_callback
+        self.at = at
+
+    def on_trial_result(
+        self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+    ) -> None:
+        import os
+        import signal
+        import time
+
+        if result["training_iteration"] != self.at:
+            return
+        handle = self.logger_callback._trials[trial.trial_id].handle
+        deadline = time.monotonic() + 30
+        while handle.pid is None or handle.started is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(handle.pid, signal.SIGKILL)
+        handle.exited.wait(30)
+
+
+def test_dead_worker_is_replaced_and_the_run_continues(
+    storage: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="tune_wandb")
+    callback = WandbLoggerCallback(project="p")
+    tune.run(
+        trainables.report_n,
+        config={"x": 1, "n": 40},
+        name="killed",
+        storage_path=str(storage),
+        callbacks=[callback, _KillWorker(callback, at=10)],
+        verbose=0,
+    )
+    assert any("exit code -9" in r.getMessage() for r in caplog.records)
+    (run,) = find_runs(storage / "killed").values()
+    # The replacement worker resumed the same run, in a piece of its own, and
+    # logged every result from the one after the kill to the end.
+    assert len(run.files) == 2
+    assert run.column("training_iteration")[-30:] == list(range(11, 41))
+    assert run.exit_codes[-1] == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,10 +32,9 @@ DEFAULT_UPLOAD_TIMEOUT = 600
 
 @dataclass(slots=True)
 class _TrialLog:
-    """The driver's per-trial state: its worker, its run id, the last sequence number."""
+    """The driver's per-trial state: its worker, its queue's put, the last sequence number."""
 
     handle: WorkerHandle
-    run_id: str
     put: Callable[[Any], None]
     seq: int = 0
     ended: bool = False
@@ -148,7 +146,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._token: str | None = None
         self._restored_token: str | None = None
         self._said_project = False
-        self._lock = threading.Lock()
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -202,7 +199,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     def log_trial_start(self, trial: Trial) -> None:
         """Start the trial's worker, or keep the live one of a retried trial."""
         state = self._trials.get(trial.trial_id)
-        if state is not None and not state.handle.exited.is_set() and not state.handle.finishing:
+        if state is not None and not state.ended and not state.handle.exited.is_set():
             return
         self._start(trial)
 
@@ -259,7 +256,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             return LogRow(seq, history, config)
 
         handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
-        state = _TrialLog(handle=handle, run_id=str(init_kwargs["id"]), put=handle.put_nowait)
+        state = _TrialLog(handle=handle, put=handle.put_nowait)
         self._trials[trial.trial_id] = state
         return state
 
@@ -271,7 +268,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         in place).
         """
         state = self._trials.get(trial.trial_id)
-        if state is None or state.ended:
+        if state is None or state.ended or state.handle.exited.is_set():
+            # No worker yet, or its worker died: a new one resumes the same run.
             state = self._start(trial)
         state.seq += 1
         state.put(RawResult(state.seq, dict(result)))
