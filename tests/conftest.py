@@ -13,17 +13,30 @@ import pytest
 OUR_PROCESSES = ("tune_wandb._launcher", "wandb-core")
 
 
+_SESSION_START = time.time()
+
+
 def our_processes() -> list[psutil.Process]:
-    """Every live launcher, worker (forked launchers) and wandb-core on the machine."""
+    """Every live launcher, worker (forked launchers) and wandb-core of this test session.
+
+    That is, those below this process, and orphans (their parent gone) started
+    since the session began; another test session's processes on the same
+    machine are not counted.
+    """
+    me = psutil.Process()
+    mine = {p.pid for p in me.children(recursive=True)}
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["cmdline", "status", "ppid", "create_time"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or ())
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if any(fragment in cmdline for fragment in OUR_PROCESSES):
+        if not any(fragment in cmdline for fragment in OUR_PROCESSES):
+            continue
+        orphan = proc.info["ppid"] == 1 and proc.info["create_time"] >= _SESSION_START
+        if proc.pid in mine or orphan:
             found.append(proc)
     return found
 

@@ -87,3 +87,10 @@ def checkpointed(config: dict[str, Any]) -> None:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(metrics)
+
+
+def seed_train_fn(config: dict[str, Any]) -> None:
+    """The seed document's training function, for Ray 2.60 (report takes a dict)."""
+    for i in range(10):
+        loss = config["parameter_1"] + config["parameter_2"] + i
+        tune.report({"loss": loss})

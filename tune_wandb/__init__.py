@@ -23,16 +23,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tune_wandb.callback import WandbLoggerCallback
+    from tune_wandb.legacy import DEFAULT_LOGGERS, WandbLogger, loggers_to_callbacks, run
 
-__all__ = ["WandbLoggerCallback"]
+__all__ = ["DEFAULT_LOGGERS", "WandbLogger", "WandbLoggerCallback", "loggers_to_callbacks", "run"]
 __version__ = "0.1.0.dev0"
+
+_PUBLIC = {
+    "WandbLoggerCallback": "tune_wandb.callback",
+    "DEFAULT_LOGGERS": "tune_wandb.legacy",
+    "WandbLogger": "tune_wandb.legacy",
+    "loggers_to_callbacks": "tune_wandb.legacy",
+    "run": "tune_wandb.legacy",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: the launcher and the workers import this package
     # too, and must not pay for importing Ray (~100 MB in every one of them).
-    if name == "WandbLoggerCallback":
-        from tune_wandb.callback import WandbLoggerCallback
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tune_wandb' has no attribute {name!r}")
+    import importlib
 
-        return WandbLoggerCallback
-    raise AttributeError(f"module 'tune_wandb' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

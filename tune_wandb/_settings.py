@@ -134,13 +134,14 @@ def wandb_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith("WANDB_") and k != API_KEY_ENV_VAR}
 
 
-def merge_settings(user: Any, log_system_metrics: bool) -> dict[str, Any]:
+def merge_settings(user: Any, log_system_metrics: bool, *, quiet: bool = True) -> dict[str, Any]:
     """The wandb settings of a callback's run: quiet defaults, then the user's own.
 
     ``user`` is what the user passed as ``settings=`` (a ``wandb.Settings``, a
-    dict or None); only the fields the user set override the defaults.
+    dict or None); only the fields the user set override the defaults. With
+    ``quiet=False``, only the user's fields are returned.
     """
-    merged = dict(QUIET_SETTINGS)
+    merged = dict(QUIET_SETTINGS) if quiet else {}
     if log_system_metrics:
         merged.update(SYSTEM_METRICS_SETTINGS)
     if user is None:
@@ -158,3 +159,42 @@ def merge_settings(user: Any, log_system_metrics: bool) -> dict[str, Any]:
 def experiment_token() -> str:
     """A fresh random token for a new experiment's run-id suffix."""
     return os.urandom(8).hex()
+
+
+#: Keys of a trial's ``"wandb"`` config entry that configure the integration
+#: itself; every other key goes to ``wandb.init``.
+INTEGRATION_KEYS = frozenset({"api_key_file", "api_key", "excludes", "log_config"})
+
+#: The entry's spellings from Ray's old integration, and the ``wandb.init`` names.
+_ENTRY_ALIASES = {"run_id": "id", "run_name": "name"}
+
+
+def split_entry(entry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a trial's ``"wandb"`` config entry: (integration options, ``wandb.init`` kwargs).
+
+    ``run_id`` and ``run_name`` are the old integration's names for ``id`` and
+    ``name``.
+
+    Example:
+        >>> split_entry({"project": "p", "api_key_file": "~/k", "run_name": "a"})
+        ({'api_key_file': '~/k'}, {'project': 'p', 'name': 'a'})
+
+    Raises:
+        TypeError: the entry is not a dict.
+    """
+    if entry is None:
+        return {}, {}
+    if not isinstance(entry, Mapping):
+        raise TypeError(
+            f'The "wandb" entry of a Tune config must be a dict of wandb.init arguments, '
+            f"not {type(entry).__name__}: write config={{'wandb': {{'project': ...}}}}."
+        )
+    options: dict[str, Any] = {}
+    init_kwargs: dict[str, Any] = {}
+    for raw_key, value in entry.items():
+        key = str(raw_key)
+        if key in INTEGRATION_KEYS:
+            options[key] = value
+        else:
+            init_kwargs[_ENTRY_ALIASES.get(key, key)] = value
+    return options, init_kwargs

@@ -118,8 +118,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             raise ValueError(
                 "Pass either api_key_file or api_key to WandbLoggerCallback, not both."
             )
-        if isinstance(excludes, str):
-            raise TypeError(f"excludes must be a list of keys, not the string {excludes!r}")
         if upload_timeout < 0:
             raise ValueError(f"upload_timeout must be >= 0 seconds, not {upload_timeout!r}")
         _settings.merge_settings(wandb_init_kwargs.get("settings"), log_system_metrics)
@@ -127,7 +125,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.group = group
         self.api_key_file = api_key_file
         self.api_key = api_key
-        self.excludes = tuple(str(e) for e in excludes)
+        self.excludes = _excludes(excludes)
         self.log_config = log_config
         self.upload_checkpoints = upload_checkpoints
         self.upload_timeout = upload_timeout
@@ -142,10 +140,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool = WorkerPool(shared_service=self.shared_service)
         self._trials: dict[str, _TrialLog] = {}
         self._key: str | None = None
+        self._entry_keys: dict[tuple[Any, Any], str | None] = {}
         self._env: dict[str, str] = {}
         self._token: str | None = None
         self._restored_token: str | None = None
         self._said_project = False
+        self._said_entry_key = False
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -208,13 +208,16 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             self.setup()
         assert self._token is not None
         experiment = trial.experiment_dir_name
-        run_id = _settings.run_id(trial.trial_id, experiment, self._token)
+        # The trial's "wandb" entry wins over the callback's own arguments.
+        options, entry_kwargs = _settings.split_entry(trial.config.get(_filters.WANDB_CONFIG_KEY))
+        excludes = _excludes(options.get("excludes", self.excludes))
+        log_config = bool(options.get("log_config", self.log_config))
         run_root, storage = _run_location(trial)
         init_kwargs: dict[str, Any] = {
-            "id": run_id,
+            "id": _settings.run_id(trial.trial_id, experiment, self._token),
             "name": str(trial),
             "group": _settings.resolve_group(self.group, os.environ, experiment),
-            "config": _filters.clean_config(trial.config, self.excludes),
+            "config": _filters.clean_config(trial.config, excludes),
             "dir": run_root,
             "resume": "allow",
             "allow_val_change": True,
@@ -223,21 +226,28 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if project is not None:
             init_kwargs["project"] = project
         init_kwargs.update(self.wandb_init_kwargs)
-        init_kwargs["settings"] = _settings.merge_settings(
+        init_kwargs.update(entry_kwargs)
+        settings = _settings.merge_settings(
             self.wandb_init_kwargs.get("settings"), self.log_system_metrics
         )
+        if entry_kwargs.get("settings") is not None:
+            settings.update(_settings.merge_settings(entry_kwargs["settings"], False, quiet=False))
+        init_kwargs["settings"] = settings
+        key = self._key
+        if "api_key" in options or "api_key_file" in options:
+            key = self._trial_key(options, init_kwargs)
         setup = WorkerSetup(
             trial_id=trial.trial_id,
             trial_name=str(trial),
             init_kwargs=init_kwargs,
             driver_pid=os.getpid(),
             env=self._env,
-            api_key=self._key,
+            api_key=key,
             storage=storage,
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
         )
-        splitter = _filters.Splitter(_filters.Rules(self.excludes, self.log_config))
+        splitter = _filters.Splitter(_filters.Rules(excludes, log_config))
         warned: set[str] = set()
         name = str(trial)
 
@@ -259,6 +269,22 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state = _TrialLog(handle=handle, put=handle.put_nowait)
         self._trials[trial.trial_id] = state
         return state
+
+    def _trial_key(self, options: dict[str, Any], init_kwargs: dict[str, Any]) -> str | None:
+        """The key a trial's "wandb" entry names (read once per file)."""
+        if "api_key" in options and not self._said_entry_key:
+            self._said_entry_key = True
+            logger.warning(
+                'tune-wandb: an api_key in the trial config\'s "wandb" entry is stored by Ray '
+                "in params.json, params.pkl, result.json and the experiment state. Use "
+                "api_key_file or WANDB_API_KEY instead (tune_wandb.run takes it out for you)."
+            )
+        if _settings.offline_or_disabled(init_kwargs, os.environ):
+            return None
+        cache_key = (options.get("api_key_file"), options.get("api_key"))
+        if cache_key not in self._entry_keys:
+            self._entry_keys[cache_key] = _settings.read_api_key(*cache_key)
+        return self._entry_keys[cache_key]
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
@@ -315,6 +341,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool.close()
         self._trials.clear()
         self._token = None
+
+
+def _excludes(excludes: Any) -> tuple[str, ...]:
+    if isinstance(excludes, (str, bytes)) or not isinstance(excludes, Iterable):
+        raise TypeError(f"excludes must be a list of result keys, not {excludes!r}")
+    return tuple(str(e) for e in excludes)
 
 
 def _exit_code_for(status: str | None) -> int:
