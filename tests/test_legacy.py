@@ -131,3 +131,33 @@ def test_bad_entry_is_a_clear_error() -> None:
         split_entry(["project"])
     with pytest.raises(TypeError, match="excludes must be a list"):
         WandbLoggerCallback(excludes="loss")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_ray_documented_example_with_only_the_import_changed(storage: Path) -> None:
+    # from ray.air.integrations.wandb import WandbLoggerCallback
+    from tune_wandb import WandbLoggerCallback as DropInCallback
+
+    tuner = tune.Tuner(
+        trainables.ray_docs_train_func,
+        param_space={
+            "lr": tune.grid_search([0.001, 0.01, 0.1, 1.0]),
+            "epochs": 10,
+        },
+        run_config=tune.RunConfig(
+            callbacks=[DropInCallback(project="Optimization_Project")],
+            name="ray_docs",
+            storage_path=str(storage),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    runs = find_runs(storage / "ray_docs")
+    assert len(runs) == 4
+    for run in runs.values():
+        assert run.project == "Optimization_Project"
+        assert run.column("training_iteration") == list(range(1, 9))
+        assert len(run.column("acc")) == 8 and len(run.column("loss")) == 8
+        assert run.exit_code == 0

@@ -94,3 +94,18 @@ def seed_train_fn(config: dict[str, Any]) -> None:
     for i in range(10):
         loss = config["parameter_1"] + config["parameter_2"] + i
         tune.report({"loss": loss})
+
+
+def ray_docs_train_func(config: dict[str, Any]) -> None:
+    """The function of the example in Ray 2.60's WandbLoggerCallback docstring.
+
+    Ray's example calls ``train.report`` without importing ``train``; in a Tune
+    function trainable that is ``tune.report``.
+    """
+    import random
+
+    offset = random.random() / 5
+    for epoch in range(2, config["epochs"]):
+        acc = 1 - (2 + config["lr"]) ** -epoch - random.random() / epoch - offset
+        loss = (2 + config["lr"]) ** -epoch + random.random() / epoch + offset
+        tune.report({"acc": acc, "loss": loss})

@@ -18,6 +18,15 @@ PROJECT_ENV_VARS = ("WANDB_PROJECT_NAME", "WANDB_PROJECT")
 GROUP_ENV_VAR = "WANDB_GROUP_NAME"
 API_KEY_ENV_VAR = "WANDB_API_KEY"
 
+#: Ray's hooks, named by environment variables holding "package.module.function":
+#: called with no argument, returns the API key (when none was given);
+SETUP_API_KEY_HOOK = "WANDB_SETUP_API_KEY_HOOK"
+#: called with no argument, sets WANDB_PROJECT_NAME / WANDB_GROUP_NAME (when no
+#: project was given);
+POPULATE_RUN_LOCATION_HOOK = "WANDB_POPULATE_RUN_LOCATION_HOOK"
+#: called in the worker with each run, after ``wandb.init``.
+PROCESS_RUN_INFO_HOOK = "WANDB_PROCESS_RUN_INFO_HOOK"
+
 #: How often wandb-core flushes a run's ``.wandb`` file. wandb's default, 15 s,
 #: means a worker killed mid-trial takes up to 15 s of rows with it.
 TRANSACTION_LOG_FLUSH_SECONDS = 1.0
@@ -198,3 +207,36 @@ def split_entry(entry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         else:
             init_kwargs[_ENTRY_ALIASES.get(key, key)] = value
     return options, init_kwargs
+
+
+def load_hook(path: str) -> Any:
+    """The function a hook variable names, as ``package.module.function``.
+
+    Example:
+        >>> load_hook("os.path.join")("a", "b")
+        'a/b'
+
+    Raises:
+        ValueError: the name has no module part.
+    """
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    if not module:
+        raise ValueError(f"a hook is named as package.module.function, not {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def logged_in(environ: Mapping[str, str]) -> bool:
+    """Whether ``wandb login`` stored a key for the W&B host (in ``~/.netrc``).
+
+    Read without importing wandb, which the driver never needs.
+    """
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return bool(host and netrc.netrc().authenticators(host))
+    except (OSError, netrc.NetrcParseError):
+        return False

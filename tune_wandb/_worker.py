@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from tune_wandb import _filters, _runfile
+from tune_wandb import _filters, _runfile, _settings
 from tune_wandb._protocol import (
     EXIT_DRIVER_LOST,
     Batch,
@@ -180,6 +180,7 @@ class _Worker:
         run = self.wb
         if save_requirements:
             self._save_requirements(run)
+        self._run_info_hook(run)
         # Restored trials report iterations again; with training_iteration as the
         # x-axis instead of wandb's _step, no row is dropped for going backwards.
         run.define_metric("training_iteration")
@@ -193,6 +194,16 @@ class _Worker:
                 offline=bool(run.offline),
             )
         )
+
+    def _run_info_hook(self, run: Any) -> None:
+        """Ray's WANDB_PROCESS_RUN_INFO_HOOK: the user's function, called with the run."""
+        hook = os.environ.get(_settings.PROCESS_RUN_INFO_HOOK)
+        if not hook:
+            return
+        try:
+            _settings.load_hook(hook)(run)
+        except Exception as exc:
+            self._say(logging.WARNING, f"{_settings.PROCESS_RUN_INFO_HOOK}={hook} failed: {exc!r}")
 
     def _save_requirements(self, run: Any) -> None:
         assert self.requirements is not None

@@ -139,8 +139,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     def _init_runtime(self) -> None:
         self._pool = WorkerPool(shared_service=self.shared_service)
         self._trials: dict[str, _TrialLog] = {}
-        self._key: str | None = None
-        self._entry_keys: dict[tuple[Any, Any], str | None] = {}
+        self._keys: dict[tuple[Any, Any], str | None] = {}
         self._env: dict[str, str] = {}
         self._token: str | None = None
         self._restored_token: str | None = None
@@ -176,12 +175,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     # -- Tune hooks -----------------------------------------------------------
 
     def setup(self, *args: Any, **info: Any) -> None:
-        """Read the key and start the launcher (it warms up while Tune starts)."""
+        """Start the launcher (it warms up while Tune starts) and settle the project."""
         self._token = self._restored_token or _settings.experiment_token()
         self._restored_token = None
         # Read once: scanning the environment at every trial start costs the Tune loop.
+        self._populate_run_location()
         self._env = _settings.wandb_env(os.environ)
-        self._key = self._resolve_key()
         project = _settings.resolve_project(self.project, os.environ)
         if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
             self._said_project = True
@@ -191,10 +190,72 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
         self._pool.start()
 
-    def _resolve_key(self) -> str | None:
-        if _settings.offline_or_disabled(self.wandb_init_kwargs, os.environ):
+    def _populate_run_location(self) -> None:
+        """Ray's WANDB_POPULATE_RUN_LOCATION_HOOK, when no project was given.
+
+        The hook is the user's: it sets WANDB_PROJECT_NAME / WANDB_GROUP_NAME in
+        the driver's environment, as it does with Ray's own callback.
+        """
+        hook = os.environ.get(_settings.POPULATE_RUN_LOCATION_HOOK)
+        if not hook or self.project or os.environ.get(_settings.PROJECT_ENV_VARS[0]):
+            return
+        try:
+            _settings.load_hook(hook)()
+        except Exception:
+            logger.exception(
+                "tune-wandb: %s=%s failed; the project and group are chosen without it",
+                _settings.POPULATE_RUN_LOCATION_HOOK,
+                hook,
+            )
+
+    def _key_for(self, options: dict[str, Any], init_kwargs: dict[str, Any]) -> str | None:
+        """The API key of a trial's run, read on the driver (once per source).
+
+        In order: the trial entry's ``api_key_file`` / ``api_key``, else the
+        callback's, else ``WANDB_API_KEY``, else an earlier ``wandb login``
+        (None: wandb reads it in the worker), else Ray's
+        ``WANDB_SETUP_API_KEY_HOOK``. Offline and disabled runs need none.
+
+        Raises:
+            ValueError: online, and no key anywhere.
+        """
+        if _settings.offline_or_disabled(init_kwargs, os.environ):
             return None
-        return _settings.read_api_key(self.api_key_file, self.api_key)
+        if "api_key" in options and not self._said_entry_key:
+            self._said_entry_key = True
+            logger.warning(
+                'tune-wandb: an api_key in the trial config\'s "wandb" entry is stored by Ray '
+                "in params.json, params.pkl, result.json and the experiment state. Use "
+                "api_key_file or WANDB_API_KEY instead (tune_wandb.run takes it out for you)."
+            )
+        if "api_key" in options or "api_key_file" in options:
+            source = (options.get("api_key_file"), options.get("api_key"))
+        else:
+            source = (self.api_key_file, self.api_key)
+        if source not in self._keys:
+            self._keys[source] = _settings.read_api_key(*source) or self._fallback_key()
+        return self._keys[source]
+
+    def _fallback_key(self) -> str | None:
+        if os.environ.get(_settings.API_KEY_ENV_VAR):
+            return os.environ[_settings.API_KEY_ENV_VAR]
+        if _settings.logged_in(os.environ):
+            return None
+        hook = os.environ.get(_settings.SETUP_API_KEY_HOOK)
+        if hook:
+            try:
+                return str(_settings.load_hook(hook)())
+            except Exception:
+                logger.exception(
+                    "tune-wandb: %s=%s failed to give an API key",
+                    _settings.SETUP_API_KEY_HOOK,
+                    hook,
+                )
+        raise ValueError(
+            "No W&B API key found for an online run. Pass api_key_file= to "
+            'WandbLoggerCallback (or put it in the config\'s "wandb" entry), set '
+            "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
+        )
 
     def log_trial_start(self, trial: Trial) -> None:
         """Start the trial's worker, or keep the live one of a retried trial."""
@@ -233,9 +294,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if entry_kwargs.get("settings") is not None:
             settings.update(_settings.merge_settings(entry_kwargs["settings"], False, quiet=False))
         init_kwargs["settings"] = settings
-        key = self._key
-        if "api_key" in options or "api_key_file" in options:
-            key = self._trial_key(options, init_kwargs)
+        key = self._key_for(options, init_kwargs)
         setup = WorkerSetup(
             trial_id=trial.trial_id,
             trial_name=str(trial),
@@ -269,22 +328,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state = _TrialLog(handle=handle, put=handle.put_nowait)
         self._trials[trial.trial_id] = state
         return state
-
-    def _trial_key(self, options: dict[str, Any], init_kwargs: dict[str, Any]) -> str | None:
-        """The key a trial's "wandb" entry names (read once per file)."""
-        if "api_key" in options and not self._said_entry_key:
-            self._said_entry_key = True
-            logger.warning(
-                'tune-wandb: an api_key in the trial config\'s "wandb" entry is stored by Ray '
-                "in params.json, params.pkl, result.json and the experiment state. Use "
-                "api_key_file or WANDB_API_KEY instead (tune_wandb.run takes it out for you)."
-            )
-        if _settings.offline_or_disabled(init_kwargs, os.environ):
-            return None
-        cache_key = (options.get("api_key_file"), options.get("api_key"))
-        if cache_key not in self._entry_keys:
-            self._entry_keys[cache_key] = _settings.read_api_key(*cache_key)
-        return self._entry_keys[cache_key]
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
@@ -340,6 +383,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
         self._pool.close()
         self._trials.clear()
+        self._keys.clear()
         self._token = None
 
 
