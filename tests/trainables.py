@@ -109,3 +109,43 @@ def ray_docs_train_func(config: dict[str, Any]) -> None:
         acc = 1 - (2 + config["lr"]) ** -epoch - random.random() / epoch - offset
         loss = (2 + config["lr"]) ** -epoch + random.random() / epoch + offset
         tune.report({"acc": acc, "loss": loss})
+
+
+def seed_mixin_fn(config: dict[str, Any]) -> None:
+    """The seed document's @wandb_mixin example, for Ray 2.60 (config, not self.config)."""
+    import wandb
+
+    from tune_wandb import wandb_mixin
+
+    @wandb_mixin
+    def train_fn(config: dict[str, Any]) -> None:
+        for _ in range(10):
+            loss = config["a"] + config["b"]
+            wandb.log({"loss": loss})
+            tune.report({"loss": loss})
+        if config.get("fail"):
+            raise RuntimeError("failing on purpose after 10 rows")
+
+    train_fn(config)
+
+
+def mixin_fails_once(config: dict[str, Any], data: list[int] | None = None) -> None:
+    """@wandb_mixin trainable with a with_parameters argument; fails once at row 3."""
+    from pathlib import Path
+
+    import wandb
+
+    from tune_wandb import wandb_mixin
+
+    @wandb_mixin
+    def train(config: dict[str, Any], data: list[int] | None = None) -> None:
+        assert data == [1, 2, 3]
+        marker = Path(config["marker"])
+        for i in range(1, 6):
+            if i == 3 and not marker.exists():
+                marker.touch()
+                raise RuntimeError("failing once")
+            wandb.log({"row": i})
+            tune.report({"row": i})
+
+    train(config, data=data)

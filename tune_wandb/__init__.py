@@ -24,8 +24,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tune_wandb.callback import WandbLoggerCallback
     from tune_wandb.legacy import DEFAULT_LOGGERS, WandbLogger, loggers_to_callbacks, run
+    from tune_wandb.mixin import wandb_mixin
 
-__all__ = ["DEFAULT_LOGGERS", "WandbLogger", "WandbLoggerCallback", "loggers_to_callbacks", "run"]
+__all__ = [
+    "DEFAULT_LOGGERS",
+    "WandbLogger",
+    "WandbLoggerCallback",
+    "loggers_to_callbacks",
+    "run",
+    "wandb_mixin",
+]
 __version__ = "0.1.0.dev0"
 
 _PUBLIC = {
@@ -34,6 +42,7 @@ _PUBLIC = {
     "WandbLogger": "tune_wandb.legacy",
     "loggers_to_callbacks": "tune_wandb.legacy",
     "run": "tune_wandb.legacy",
+    "wandb_mixin": "tune_wandb.mixin",
 }
 
 

@@ -1,0 +1,79 @@
+"""@wandb_mixin: the run started in the trial's own process."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trainables
+from ray import tune
+from wandb_reader import find_runs
+
+from tune_wandb import wandb_mixin
+
+
+def test_decorator_keeps_the_signature_for_tune() -> None:
+    def train(config: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        """Docs."""
+
+    wrapped = wandb_mixin(train)
+    assert inspect.signature(wrapped) == inspect.signature(train)
+    assert wrapped.__name__ == "train" and wrapped.__doc__ == "Docs."
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_seed_mixin_example_logs_each_trial_to_its_run(storage: Path) -> None:
+    analysis = tune.run(
+        trainables.seed_mixin_fn,
+        config={
+            "a": tune.grid_search([1, 2]),
+            "b": 4,
+            "fail": tune.grid_search([False, True]),
+            "wandb": {"project": "Optimization_Project", "api_key_file": "/path/to/file"},
+        },
+        name="mixin",
+        storage_path=str(storage),
+        raise_on_failed_trial=False,
+        verbose=0,
+    )
+    runs = find_runs(storage / "mixin")
+    assert len(runs) == 4
+    for trial in analysis.trials:
+        (run_id,) = [r for r in runs if r.startswith(trial.trial_id)]
+        run = runs[run_id]
+        assert run.project == "Optimization_Project"
+        assert run.group == "mixin"
+        assert run.name == str(trial)
+        assert run.column("loss") == [trial.config["a"] + 4] * 10
+        assert "wandb" not in run.config and run.config["a"] == trial.config["a"]
+        # A failed trial's run says so; the exception still reached Tune.
+        assert run.exit_code == (1 if trial.config["fail"] else 0)
+        assert (trial.status == "ERROR") == trial.config["fail"]
+        # Written inside the trial's directory in the experiment's storage.
+        assert all(Path(trial.path) in f.parents for f in run.files)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_retried_trial_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
+    trainable = tune.with_resources(
+        tune.with_parameters(trainables.mixin_fails_once, data=[1, 2, 3]), {"cpu": 1}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"marker": str(tmp_path / "failed"), "wandb": {"project": "p"}},
+        run_config=tune.RunConfig(
+            name="retry",
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,
+        ),
+    )
+    assert not tuner.fit().errors
+    (run,) = find_runs(storage / "retry").values()
+    assert len(run.files) == 2  # the retry resumed the same run id
+    assert run.column("row") == [1, 2, 1, 2, 3, 4, 5]
+    assert run.exit_codes == [1, 0]

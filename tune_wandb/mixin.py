@@ -1,0 +1,166 @@
+"""Runs started inside a trial's own process: ``@wandb_mixin``.
+
+The old integration's decorator for function trainables. In the trial's
+process it starts the trial's W&B run before the function runs, so plain
+``wandb.log(...)`` inside the function goes to that run, and finishes it when
+the function returns (exit code 0) or raises (exit code 1; the exception still
+reaches Tune).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tune_wandb import _filters, _runfile, _settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("tune_wandb")
+
+
+def wandb_mixin(func: F) -> F:
+    """Start the trial's W&B run around a function trainable.
+
+    Configured by the trial config's ``"wandb"`` entry (its keys go to
+    ``wandb.init``, except ``api_key_file``, ``api_key``, ``excludes`` and
+    ``log_config``). The run's id is the trial id with a suffix derived from
+    the experiment, its name the trial's name, its group the experiment's
+    name; the entry's ``run_id`` (or ``id``), ``run_name`` (or ``name``) and
+    ``group`` override them. Its config is the trial config without the
+    ``"wandb"`` entry. A trial retried or restored continues the same run.
+    The run is written inside the trial's directory in the experiment's
+    storage.
+
+    Example:
+        >>> import wandb
+        >>> from ray import tune
+        >>> from tune_wandb import wandb_mixin
+        >>> @wandb_mixin
+        ... def train_fn(config):
+        ...     for i in range(10):
+        ...         loss = config["a"] + config["b"]
+        ...         wandb.log({"loss": loss})
+        ...         tune.report({"loss": loss})
+        >>> tune.run(train_fn, config={  # doctest: +SKIP
+        ...     "a": tune.choice([1, 2, 3]), "b": tune.choice([4, 5, 6]),
+        ...     "wandb": {"project": "Optimization_Project", "api_key_file": "~/.wandb_key"}})
+    """
+
+    @functools.wraps(func)
+    def run_with_wandb(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        run = start_trial_run(config)
+        try:
+            result = func(config, *args, **kwargs)
+        except BaseException:
+            finish_trial_run(run, exit_code=1)
+            raise
+        finish_trial_run(run, exit_code=0)
+        return result
+
+    return run_with_wandb  # type: ignore[return-value]
+
+
+def start_trial_run(config: dict[str, Any], **overrides: Any) -> Any:
+    """Start the W&B run of the trial this process runs, as ``wandb.init``'s module run.
+
+    ``overrides`` are ``wandb.init`` keyword arguments that win over the
+    trial's ``"wandb"`` entry.
+    """
+    import wandb
+    from ray import tune
+
+    context = tune.get_context()
+    storage = context.get_storage()
+    trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
+    experiment = context.get_experiment_name()
+    options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
+    excludes = tuple(str(e) for e in options.get("excludes", ()))
+    run_root = _run_root(storage, context.get_trial_dir())
+    init_kwargs: dict[str, Any] = {
+        "id": _settings.run_id(trial_id, experiment, _experiment_token(storage)),
+        "name": trial_name,
+        "group": _settings.resolve_group(None, os.environ, experiment),
+        "config": _filters.clean_config(config, excludes),
+        "dir": run_root,
+        "resume": "allow",
+        "allow_val_change": True,
+    }
+    project = _settings.resolve_project(None, os.environ)
+    if project is not None:
+        init_kwargs["project"] = project
+    init_kwargs.update(entry_kwargs)
+    init_kwargs.update(overrides)
+    settings = _settings.merge_settings(init_kwargs.pop("settings", None), False)
+    # The trial's own process: its console and metrics describe the trial.
+    for name in ("console", "x_disable_stats", "x_disable_machine_info"):
+        settings.pop(name, None)
+    if not _settings.offline_or_disabled(init_kwargs, os.environ):
+        key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
+        key = key or os.environ.get(_settings.API_KEY_ENV_VAR)
+        if key:
+            settings["api_key"] = key
+    run = wandb.init(settings=wandb.Settings(**settings), **init_kwargs)
+    run.define_metric("training_iteration")
+    run.define_metric("*", step_metric="training_iteration")
+    return run
+
+
+def finish_trial_run(run: Any, exit_code: int) -> None:
+    """Finish a run started by :func:`start_trial_run` and put it in the experiment's storage."""
+    run_dir, run_file = run.settings.sync_dir, run.settings.sync_file
+    disabled = bool(getattr(run, "disabled", False))
+    run.finish(exit_code=exit_code)
+    if disabled:
+        return
+    _runfile.wait_for_exit_record(run_file, 30.0)
+    _copy_to_storage(run_dir)
+
+
+def _experiment_token(storage: Any) -> str:
+    # The callback keeps its token in the experiment state; a trial process
+    # cannot read it, so its runs take the experiment's storage path instead,
+    # the same again after Tuner.restore of that path.
+    return hashlib.sha256(str(storage.experiment_fs_path).encode()).hexdigest()
+
+
+def _is_local(storage: Any) -> bool:
+    import pyarrow.fs
+
+    return isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def _run_root(storage: Any, trial_dir: str) -> str:
+    """Where the run is written: the trial's storage directory if it is local.
+
+    On other filesystems, the node-local trial directory, and the finished run
+    is copied to storage (see :func:`_copy_to_storage`).
+    """
+    if _is_local(storage):
+        os.makedirs(storage.trial_fs_path, exist_ok=True)
+        return str(storage.trial_fs_path)
+    return trial_dir
+
+
+def _copy_to_storage(run_dir: str) -> None:
+    from ray import tune
+
+    storage = tune.get_context().get_storage()
+    if _is_local(storage):
+        return
+    import pyarrow.fs
+
+    dest = f"{storage.trial_fs_path}/wandb/{os.path.basename(run_dir)}"
+    try:
+        pyarrow.fs.copy_files(run_dir, dest, destination_filesystem=storage.storage_filesystem)
+    except Exception:
+        logger.exception(
+            "tune-wandb: could not copy the W&B run %s to the experiment's storage; "
+            "it stays on this node. Upload it with: wandb sync %s",
+            run_dir,
+            run_dir,
+        )
