@@ -77,3 +77,23 @@ def test_retried_trial_continues_the_same_run(storage: Path, tmp_path: Path) -> 
     assert len(run.files) == 2  # the retry resumed the same run id
     assert run.column("row") == [1, 2, 1, 2, 3, 4, 5]
     assert run.exit_codes == [1, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_class_trainable_mixin(storage: Path) -> None:
+    analysis = tune.run(
+        trainables.WandbCounting,
+        config={"steps": 4, "wandb": {"project": "classes", "run_name": "counting"}},
+        name="classmixin",
+        storage_path=str(storage),
+        verbose=0,
+    )
+    (trial,) = analysis.trials
+    (run,) = find_runs(storage / "classmixin").values()
+    assert run.run_id.startswith(trial.trial_id)
+    assert (run.project, run.name, run.group) == ("classes", "counting", "classmixin")
+    assert run.column("setup_logged") == [1]
+    assert run.column("count") == [1, 2, 3, 4]
+    assert run.exit_code == 0
+    assert "wandb" not in run.config and run.config["steps"] == 4

@@ -149,3 +149,28 @@ def mixin_fails_once(config: dict[str, Any], data: list[int] | None = None) -> N
             tune.report({"row": i})
 
     train(config, data=data)
+
+
+def _wandb_counting() -> type:
+    from tune_wandb import WandbTrainableMixin
+
+    class WandbCounting(WandbTrainableMixin, tune.Trainable):  # type: ignore[misc]
+        """A class trainable that logs through self.wandb, from setup on."""
+
+        def setup(self, config: dict[str, Any]) -> None:
+            self.count = 0
+            self.wandb.log({"setup_logged": 1})
+
+        def step(self) -> dict[str, Any]:
+            self.count += 1
+            self.wandb.log({"count": self.count})
+            return {"count": self.count, "done": self.count >= config_steps(self.config)}
+
+    return WandbCounting
+
+
+def config_steps(config: dict[str, Any]) -> int:
+    return int(config.get("steps", 5))
+
+
+WandbCounting = _wandb_counting()

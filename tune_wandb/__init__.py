@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tune_wandb.callback import WandbLoggerCallback
     from tune_wandb.legacy import DEFAULT_LOGGERS, WandbLogger, loggers_to_callbacks, run
-    from tune_wandb.mixin import wandb_mixin
+    from tune_wandb.mixin import WandbTrainableMixin, wandb_mixin
 
 __all__ = [
     "DEFAULT_LOGGERS",
     "WandbLogger",
     "WandbLoggerCallback",
+    "WandbTrainableMixin",
     "loggers_to_callbacks",
     "run",
     "wandb_mixin",
@@ -43,6 +44,7 @@ _PUBLIC = {
     "loggers_to_callbacks": "tune_wandb.legacy",
     "run": "tune_wandb.legacy",
     "wandb_mixin": "tune_wandb.mixin",
+    "WandbTrainableMixin": "tune_wandb.mixin",
 }
 
 

@@ -1,10 +1,9 @@
-"""Runs started inside a trial's own process: ``@wandb_mixin``.
+"""Runs started inside a trial's own process: ``@wandb_mixin``, ``WandbTrainableMixin``.
 
-The old integration's decorator for function trainables. In the trial's
-process it starts the trial's W&B run before the function runs, so plain
-``wandb.log(...)`` inside the function goes to that run, and finishes it when
-the function returns (exit code 0) or raises (exit code 1; the exception still
-reaches Tune).
+The old integration's decorator for function trainables, and its mixin for
+class trainables. In the trial's process they start the trial's W&B run
+before the trial's code runs, so plain ``wandb.log(...)`` goes to that run,
+and finish it when the trial's code ends.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tune_wandb import _filters, _runfile, _settings
@@ -21,6 +21,9 @@ from tune_wandb import _filters, _runfile, _settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger("tune_wandb")
+
+#: The config key under which Tune hands a class trainable its trial's facts.
+_TRIAL_INFO = "__trial_info__"
 
 
 def wandb_mixin(func: F) -> F:
@@ -53,38 +56,120 @@ def wandb_mixin(func: F) -> F:
 
     @functools.wraps(func)
     def run_with_wandb(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        run = start_trial_run(config)
+        trial = TrialInfo.from_tune_context()
+        run = start_trial_run(trial, config)
         try:
             result = func(config, *args, **kwargs)
         except BaseException:
-            finish_trial_run(run, exit_code=1)
+            finish_trial_run(trial, run, exit_code=1)
             raise
-        finish_trial_run(run, exit_code=0)
+        finish_trial_run(trial, run, exit_code=0)
         return result
 
     return run_with_wandb  # type: ignore[return-value]
 
 
-def start_trial_run(config: dict[str, Any], **overrides: Any) -> Any:
-    """Start the W&B run of the trial this process runs, as ``wandb.init``'s module run.
+class WandbTrainableMixin:
+    """Start the trial's W&B run in a class trainable; ``self.wandb`` is the run.
+
+    Put it before ``tune.Trainable`` in the bases. The run is started before
+    the trainable's ``setup`` (so ``setup`` can log) with the trial's id, name
+    and group (configured by the ``"wandb"`` config entry, as for
+    :func:`wandb_mixin`), and finished after its ``cleanup`` (exit code 0;
+    1 if ``setup`` raised). The run is also wandb's module-level run, so
+    ``wandb.log`` works as well as ``self.wandb.log``. Outside Tune (no trial),
+    ``self.wandb`` is None.
+
+    Example:
+        >>> from ray import tune
+        >>> from tune_wandb import WandbTrainableMixin
+        >>> class MyTrainable(WandbTrainableMixin, tune.Trainable):
+        ...     def step(self):
+        ...         loss = self.config["a"] / (self.iteration + 1)
+        ...         self.wandb.log({"loss": loss})
+        ...         return {"loss": loss}
+    """
+
+    wandb: Any
+
+    def __init__(self, config: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        # Trainable.__init__ calls setup(), which may log: the run starts first,
+        # from the trial facts Tune passes in the config and the storage argument.
+        config = config or {}
+        info = config.get(_TRIAL_INFO)
+        storage = kwargs.get("storage", args[1] if len(args) > 1 else None)
+        self.wandb = None
+        self._wandb_trial: TrialInfo | None = None
+        if info is not None and storage is not None:
+            self._wandb_trial = TrialInfo(
+                trial_id=info.trial_id,
+                trial_name=info.trial_name,
+                experiment=info.experiment_name,
+                storage=storage,
+                local_dir=storage.trial_working_directory,
+            )
+            trial_config = {k: v for k, v in config.items() if k != _TRIAL_INFO}
+            self.wandb = start_trial_run(self._wandb_trial, trial_config)
+        try:
+            super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
+        except BaseException:
+            self._finish_wandb(exit_code=1)
+            raise
+
+    def cleanup(self) -> None:
+        """The trainable's own ``cleanup``, then finish the run."""
+        try:
+            super().cleanup()  # type: ignore[misc]
+        finally:
+            self._finish_wandb(exit_code=0)
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        run, self.wandb = self.wandb, None
+        if run is not None and self._wandb_trial is not None:
+            finish_trial_run(self._wandb_trial, run, exit_code=exit_code)
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What a trial's process knows of its trial, for its W&B run."""
+
+    trial_id: str
+    trial_name: str
+    experiment: str
+    storage: Any
+    local_dir: str
+
+    @classmethod
+    def from_tune_context(cls) -> TrialInfo:
+        """From ``tune.get_context()``, inside a function trainable."""
+        from ray import tune
+
+        context = tune.get_context()
+        return cls(
+            trial_id=context.get_trial_id(),
+            trial_name=context.get_trial_name(),
+            experiment=context.get_experiment_name(),
+            storage=context.get_storage(),
+            local_dir=context.get_trial_dir(),
+        )
+
+
+def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) -> Any:
+    """Start the W&B run of ``trial`` in this process, as ``wandb.init``'s module run.
 
     ``overrides`` are ``wandb.init`` keyword arguments that win over the
     trial's ``"wandb"`` entry.
     """
     import wandb
-    from ray import tune
 
-    context = tune.get_context()
-    storage = context.get_storage()
-    trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
-    experiment = context.get_experiment_name()
+    storage = trial.storage
     options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
     excludes = tuple(str(e) for e in options.get("excludes", ()))
-    run_root = _run_root(storage, context.get_trial_dir())
+    run_root = _run_root(storage, trial.local_dir)
     init_kwargs: dict[str, Any] = {
-        "id": _settings.run_id(trial_id, experiment, _experiment_token(storage)),
-        "name": trial_name,
-        "group": _settings.resolve_group(None, os.environ, experiment),
+        "id": _settings.run_id(trial.trial_id, trial.experiment, _experiment_token(storage)),
+        "name": trial.trial_name,
+        "group": _settings.resolve_group(None, os.environ, trial.experiment),
         "config": _filters.clean_config(config, excludes),
         "dir": run_root,
         "resume": "allow",
@@ -110,15 +195,15 @@ def start_trial_run(config: dict[str, Any], **overrides: Any) -> Any:
     return run
 
 
-def finish_trial_run(run: Any, exit_code: int) -> None:
-    """Finish a run started by :func:`start_trial_run` and put it in the experiment's storage."""
+def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
+    """Finish a run started by :func:`start_trial_run`; put it in the experiment's storage."""
     run_dir, run_file = run.settings.sync_dir, run.settings.sync_file
     disabled = bool(getattr(run, "disabled", False))
     run.finish(exit_code=exit_code)
     if disabled:
         return
     _runfile.wait_for_exit_record(run_file, 30.0)
-    _copy_to_storage(run_dir)
+    _copy_to_storage(trial.storage, run_dir)
 
 
 def _experiment_token(storage: Any) -> str:
@@ -146,10 +231,7 @@ def _run_root(storage: Any, trial_dir: str) -> str:
     return trial_dir
 
 
-def _copy_to_storage(run_dir: str) -> None:
-    from ray import tune
-
-    storage = tune.get_context().get_storage()
+def _copy_to_storage(storage: Any, run_dir: str) -> None:
     if _is_local(storage):
         return
     import pyarrow.fs
