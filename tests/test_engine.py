@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -263,19 +264,28 @@ def test_restore_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
     assert run.exit_codes == [1, 0]
 
 
-class _FreezeWorkers(tune.Callback):
-    """Stops (SIGSTOP) every tune-wandb worker once its trial reached ``at``."""
+class _SignalWorker(tune.Callback):
+    """Sends ``sig`` to the trial's tune-wandb worker once, when the trial reaches ``at``."""
 
-    def __init__(self, logger_callback: WandbLoggerCallback, at: int) -> None:
+    def __init__(
+        self,
+        logger_callback: WandbLoggerCallback,
+        at: int,
+        sig: int,
+        settle: float = 0.0,
+        wait_exit: bool = False,
+    ) -> None:
         self.logger_callback = logger_callback
         self.at = at
-        self.frozen: list[int] = []
+        self.sig = sig
+        self.settle = settle
+        self.wait_exit = wait_exit
+        self.signalled: list[int] = []
 
     def on_trial_result(
         self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
     ) -> None:
         import os
-        import signal
         import time
 
         if result["training_iteration"] != self.at:
@@ -285,9 +295,13 @@ class _FreezeWorkers(tune.Callback):
         while handle.pid is None or handle.started is None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(0.5)  # let the worker log what it has been sent so far
-        os.kill(handle.pid, signal.SIGSTOP)
-        self.frozen.append(handle.pid)
+        time.sleep(self.settle)  # let the worker log what it has been sent so far
+        os.kill(handle.pid, self.sig)
+        self.signalled.append(handle.pid)
+        if self.wait_exit:
+            # Until the driver knows: rows sent to a worker that is already dead
+            # but not yet seen dead are not re-sent yet.
+            assert handle.exited.wait(30)
 
 
 def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
@@ -297,7 +311,7 @@ def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
 
     caplog.set_level(logging.ERROR, logger="tune_wandb")
     callback = WandbLoggerCallback(project="p", upload_timeout=2)
-    freezer = _FreezeWorkers(callback, at=20)
+    freezer = _SignalWorker(callback, at=20, sig=signal.SIGSTOP, settle=0.5)
     started = time.monotonic()
     tune.run(
         trainables.report_n,
@@ -308,7 +322,7 @@ def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
         verbose=0,
     )
     elapsed = time.monotonic() - started
-    assert len(freezer.frozen) == 1
+    assert len(freezer.signalled) == 1
     assert elapsed < 2 + 15 + 20  # upload_timeout, the stop escalation, Tune itself
     messages = [r.getMessage() for r in caplog.records]
     (stuck,) = [m for m in messages if "did not finish within upload_timeout=2s" in m]
@@ -334,31 +348,6 @@ def test_checkpoints_uploaded_as_artifacts(storage: Path, tmp_path: Path) -> Non
     assert all(name.startswith("checkpoint_checkpointed_") for name in run.artifacts)
 
 
-class _KillWorker(tune.Callback):
-    """SIGKILLs the trial's tune-wandb worker once, when the trial reaches ``at``."""
-
-    def __init__(self, logger_callback: WandbLoggerCallback, at: int) -> None:
-        self.logger_callback = logger_callback
-        self.at = at
-
-    def on_trial_result(
-        self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
-    ) -> None:
-        import os
-        import signal
-        import time
-
-        if result["training_iteration"] != self.at:
-            return
-        handle = self.logger_callback._trials[trial.trial_id].handle
-        deadline = time.monotonic() + 30
-        while handle.pid is None or handle.started is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(handle.pid, signal.SIGKILL)
-        handle.exited.wait(30)
-
-
 def test_dead_worker_is_replaced_and_the_run_continues(
     storage: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -369,7 +358,7 @@ def test_dead_worker_is_replaced_and_the_run_continues(
         config={"x": 1, "n": 40},
         name="killed",
         storage_path=str(storage),
-        callbacks=[callback, _KillWorker(callback, at=10)],
+        callbacks=[callback, _SignalWorker(callback, at=10, sig=signal.SIGKILL, wait_exit=True)],
         verbose=0,
     )
     assert any("exit code -9" in r.getMessage() for r in caplog.records)

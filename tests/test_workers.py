@@ -153,16 +153,21 @@ DRIVER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_worker_and_launcher_exit_when_driver_dies(tmp_path: Path) -> None:
+def run_driver_script(tmp_path: Path, template: str) -> subprocess.CompletedProcess[str]:
+    """Run ``template`` as a driver script of its own, its runs under tmp_path/runs."""
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER_SCRIPT.format(tests=str(Path(__file__).parent)))
-    proc = subprocess.run(
+    script.write_text(template.format(tests=str(Path(__file__).parent)))
+    return subprocess.run(
         [sys.executable, str(script), str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_worker_and_launcher_exit_when_driver_dies(tmp_path: Path) -> None:
+    proc = run_driver_script(tmp_path, DRIVER_SCRIPT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     worker_pid, launcher_pid = map(int, proc.stdout.split())
     deadline = time.monotonic() + 15
@@ -197,15 +202,7 @@ START_METHOD_SCRIPT = textwrap.dedent(
 
 
 def test_user_start_method_stays_free(tmp_path: Path) -> None:
-    script = tmp_path / "driver.py"
-    script.write_text(START_METHOD_SCRIPT.format(tests=str(Path(__file__).parent)))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_driver_script(tmp_path, START_METHOD_SCRIPT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
 
