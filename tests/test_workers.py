@@ -224,3 +224,16 @@ def test_wide_rows_span_blocks_of_the_run_file(tmp_path: Path) -> None:
     assert run.column("training_iteration") == [1, 2, 3]
     for row in run.history:
         assert all(row[key] == value for key, value in wide.items())
+
+
+def test_a_burst_larger_than_a_batch_lands_in_order(tmp_path: Path) -> None:
+    pool = WorkerPool()
+    try:
+        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
+        put_rows(handle, 1, 3001)  # several batches' worth, queued at once
+        handle.finish(0)
+        assert pool.wait([handle], timeout=120) == []
+    finally:
+        pool.close()
+    (run,) = find_runs(tmp_path).values()
+    assert run.column("training_iteration") == list(range(1, 3001))

@@ -1,9 +1,10 @@
 """The driver's side of the process model: the launcher, the workers, their sockets.
 
 :class:`WorkerPool` starts the launcher (``python -m tune_wandb._launcher``, never
-a fork of the driver), asks it for one worker per trial, and gives each worker a
-socket of its own, fed by a sender thread, so that putting a result costs the
-caller a queue append and nothing that waits on a worker, on W&B or on the
+a fork of the driver) and asks it, from a feeder thread, for one worker per
+trial. Each worker has a socket of its own, fed by a sender thread that
+filters, batches, pickles and sends, so that putting a result costs the Tune
+loop a queue append and nothing that waits on a worker, on W&B or on the
 network. A monitor thread reads what workers and the launcher say, and reports
 a worker that died before finishing its run, with its exit code.
 
@@ -156,13 +157,14 @@ class _Sender:
     def _loop(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
         idle = 0
+        full = False
         while True:
             batch: list[Any] = []
             if idle >= _IDLE_POLLS:
                 # Nothing came for a while: block, so a paused trial costs nothing.
                 batch.append(get())
                 idle = 0
-            else:
+            elif not full:
                 # Polling on a timer rather than blocking in get() means that a
                 # put() never wakes this thread: the Tune loop pays no thread
                 # wake-up, and this thread takes the GIL once per batch.
@@ -170,6 +172,8 @@ class _Sender:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < _MAX_BATCH:
                     batch.append(get_nowait())
+            # A full batch means more is waiting: send it without sleeping first.
+            full = len(batch) >= _MAX_BATCH
             if not batch:
                 idle += 1
                 continue
