@@ -383,12 +383,6 @@ class WorkerPool:
         conn.send_bytes(pickle.dumps(SpawnWorker(worker_id, payload)))
         send_handle(conn, fd, launcher.pid)
 
-    def get(self, worker_id: str) -> WorkerHandle | None:
-        """The handle of a worker that has not exited, if any."""
-        with self._lock:
-            handle = self._workers.get(worker_id)
-            return None if handle is None or handle.exited.is_set() else handle
-
     def handles(self) -> list[WorkerHandle]:
         """Every worker this pool started and has not forgotten."""
         with self._lock:

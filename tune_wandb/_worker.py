@@ -144,7 +144,9 @@ class _Worker:
 
     def _apply_env(self) -> None:
         # The launcher's environment is the driver's as it was when the
-        # launcher started; a worker takes the driver's WANDB_* as they are now.
+        # launcher started; a worker takes the driver's WANDB_* variables as the
+        # callback read them when the experiment started (the key left out: it
+        # comes through the settings).
         for name in [n for n in os.environ if n.startswith("WANDB_")]:
             del os.environ[name]
         os.environ.update(self.setup.env)
