@@ -188,6 +188,7 @@ def test_media_and_arrays(
     assert row["image/_type"] == "image-file"
     assert row["image/width"] == 8
     assert row["images/_type"] == "images/separated" and row["images/count"] == 2
+    assert row["video/_type"] == "video-file" and row["video/path"].endswith(".gif")
     assert row["scalar_array"] == 3.0
     assert row["np_scalar"] == 2.0
     assert "vector" not in row

@@ -191,6 +191,7 @@ def test_arrays_to_media_builds_images_and_reports_failures() -> None:
     failed = arrays_to_media(row)
     assert isinstance(row["img"], wandb.Image)
     assert isinstance(row["one"], wandb.Image)
+    assert isinstance(row["one"], wandb.Image)
     assert isinstance(row["many"], list) and len(row["many"]) == 3
     assert set(failed) == {"bad"} and "bad" not in row
     assert row["n"] == 1
@@ -293,3 +294,16 @@ def test_splitter_sends_config_only_when_it_changes() -> None:
     splitter.split({**first, "config": config})
     config["lr"] = 0.2  # PBT may change a config in place
     assert splitter.split({**first, "config": config})[1] == {"lr": 0.2}
+
+
+def test_arrays_to_media_builds_videos() -> None:
+    import wandb
+
+    rng = np.random.default_rng(0)
+    row: dict[str, Any] = {
+        "one": rng.integers(0, 255, size=(1, 4, 3, 8, 8), dtype=np.uint8),
+        "two": rng.integers(0, 255, size=(2, 4, 3, 8, 8), dtype=np.uint8),
+    }
+    assert arrays_to_media(row, video_kwargs={"fps": 2}) == {}
+    assert isinstance(row["one"], wandb.Video)
+    assert isinstance(row["two"], list) and all(isinstance(v, wandb.Video) for v in row["two"])

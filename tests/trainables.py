@@ -37,6 +37,7 @@ def with_media(config: dict[str, Any]) -> None:
             {
                 "image": rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8),
                 "images": rng.integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8),
+                "video": rng.integers(0, 255, size=(1, 4, 3, 8, 8), dtype=np.uint8),
                 "scalar_array": np.array([i * 1.5]),
                 "np_scalar": np.float32(i),
                 "vector": np.arange(4),

@@ -367,6 +367,9 @@ def _media(
         images = [wandb.Image(a, **image_kwargs) for a in array]
         return images[0] if len(images) == 1 else images
     if array.ndim == 5:
+        # wandb 0.31 wants a format for a video made from an array; Ray's
+        # callback passed none, so GIF (wandb's old default) unless one is given.
+        video_kwargs = {"format": "gif", **video_kwargs}
         videos = [wandb.Video(a, **video_kwargs) for a in array]
         return videos[0] if len(videos) == 1 else videos
     raise ValueError(f"no wandb media for a {array.ndim}-dim array")

@@ -150,6 +150,8 @@ class _Worker:
         for name in [n for n in os.environ if n.startswith("WANDB_")]:
             del os.environ[name]
         os.environ.update(self.setup.env)
+        # wandb prints outside any run's settings too (e.g. "Encoding video...").
+        os.environ.setdefault("WANDB_SILENT", "true")
         if self.service_token and "WANDB_SERVICE" not in self.setup.env:
             os.environ["WANDB_SERVICE"] = self.service_token
 
