@@ -97,3 +97,23 @@ def test_class_trainable_mixin(storage: Path) -> None:
     assert run.column("count") == [1, 2, 3, 4]
     assert run.exit_code == 0
     assert "wandb" not in run.config and run.config["steps"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_mixin_run_reaches_non_local_storage(tmp_path: Path) -> None:
+    import pyarrow.fs
+
+    base = tmp_path / "bucket"
+    base.mkdir()
+    tune.run(
+        trainables.seed_mixin_fn,
+        config={"a": 1, "b": 4, "wandb": {"project": "p"}},
+        name="remote_mixin",
+        storage_path="experiments",
+        storage_filesystem=pyarrow.fs.SubTreeFileSystem(str(base), pyarrow.fs.LocalFileSystem()),
+        verbose=0,
+    )
+    (run,) = find_runs(base / "experiments" / "remote_mixin").values()
+    assert run.column("loss") == [5] * 10
+    assert run.exit_code == 0
