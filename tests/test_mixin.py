@@ -117,3 +117,36 @@ def test_mixin_run_reaches_non_local_storage(tmp_path: Path) -> None:
     (run,) = find_runs(base / "experiments" / "remote_mixin").values()
     assert run.column("loss") == [5] * 10
     assert run.exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_setup_wandb_run_is_finished_when_the_trial_ends(storage: Path) -> None:
+    analysis = tune.run(
+        trainables.uses_setup_wandb,
+        config={"x": tune.grid_search([1, 2]), "wandb": {"tags": ["t"]}},
+        name="setup",
+        storage_path=str(storage),
+        verbose=0,
+    )
+    runs = find_runs(storage / "setup")
+    assert len(runs) == 2
+    for trial in analysis.trials:
+        (run_id,) = [r for r in runs if r.startswith(trial.trial_id)]
+        run = runs[run_id]
+        assert (run.project, run.name, run.group) == ("setup-project", "named-by-setup", "setup")
+        assert run.column("row") == list(range(1, 8))
+        # Never finished by the user: finished by tune-wandb when Tune ended the trial.
+        assert run.exit_code == 0
+        assert run.config["x"] == trial.config["x"] and "wandb" not in run.config
+
+
+def test_setup_wandb_off_rank_zero_is_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tune_wandb import mixin, setup_wandb
+
+    monkeypatch.setattr(mixin, "_train_world_rank", lambda: 1)
+    run = setup_wandb({"a": 1}, project="p")
+    assert run.disabled
+    run.finish()
+    with pytest.raises(ValueError, match="not both"):
+        setup_wandb({}, api_key="k", api_key_file="/f")

@@ -175,3 +175,13 @@ def config_steps(config: dict[str, Any]) -> int:
 
 
 WandbCounting = _wandb_counting()
+
+
+def uses_setup_wandb(config: dict[str, Any]) -> None:
+    """Ray's modern form: setup_wandb in the function, finish() never called."""
+    from tune_wandb import setup_wandb
+
+    run = setup_wandb(config, project="setup-project", trial_name="named-by-setup")
+    for i in range(1, 8):
+        run.log({"row": i})
+        tune.report({"row": i})

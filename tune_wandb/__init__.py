@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tune_wandb.callback import WandbLoggerCallback
     from tune_wandb.legacy import DEFAULT_LOGGERS, WandbLogger, loggers_to_callbacks, run
-    from tune_wandb.mixin import WandbTrainableMixin, wandb_mixin
+    from tune_wandb.mixin import WandbTrainableMixin, setup_wandb, wandb_mixin
 
 __all__ = [
     "DEFAULT_LOGGERS",
@@ -33,6 +33,7 @@ __all__ = [
     "WandbTrainableMixin",
     "loggers_to_callbacks",
     "run",
+    "setup_wandb",
     "wandb_mixin",
 ]
 __version__ = "0.1.0.dev0"
@@ -45,6 +46,7 @@ _PUBLIC = {
     "run": "tune_wandb.legacy",
     "wandb_mixin": "tune_wandb.mixin",
     "WandbTrainableMixin": "tune_wandb.mixin",
+    "setup_wandb": "tune_wandb.mixin",
 }
 
 

@@ -1,4 +1,4 @@
-"""Runs started inside a trial's own process: ``@wandb_mixin``, ``WandbTrainableMixin``.
+"""Runs started inside a trial's own process: the mixins and ``setup_wandb``.
 
 The old integration's decorator for function trainables, and its mixin for
 class trainables. In the trial's process they start the trial's W&B run
@@ -129,6 +129,127 @@ class WandbTrainableMixin:
             finish_trial_run(self._wandb_trial, run, exit_code=exit_code)
 
 
+def setup_wandb(
+    config: dict[str, Any] | None = None,
+    api_key: str | None = None,
+    api_key_file: str | None = None,
+    rank_zero_only: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Start a W&B run from inside a function trainable (or any Ray worker); returns it.
+
+    Inside a Tune trial, the run is the trial's, as with :func:`wandb_mixin`:
+    id, name and group chosen by Tune (``trial_id``, ``trial_name``,
+    ``group`` or any ``wandb.init`` argument in ``kwargs`` override them),
+    config = ``config`` without its ``"wandb"`` entry, written in the trial's
+    storage directory, and finished when the trial ends even if ``finish()``
+    is never called. In a Ray Train worker of rank != 0 it returns a disabled
+    run, unless ``rank_zero_only=False``. Elsewhere it is a plain
+    ``wandb.init``.
+
+    Example:
+        >>> from ray import tune
+        >>> from tune_wandb import setup_wandb
+        >>> def train_fn(config):
+        ...     run = setup_wandb(config, project="my-project")
+        ...     for i in range(10):
+        ...         run.log({"loss": 1 / (i + 1)})
+        ...         tune.report({"loss": 1 / (i + 1)})
+
+    Args:
+        config: the trial config; logged as the run config, its ``"wandb"``
+            entry configuring the run as for :func:`wandb_mixin`.
+        api_key: the W&B key (else the entry's, ``WANDB_API_KEY`` or
+            ``wandb login``).
+        api_key_file: a file whose first line is the key.
+        rank_zero_only: in Ray Train, log from the rank-0 worker only.
+        **kwargs: ``wandb.init`` arguments; ``trial_id`` and ``trial_name``
+            are Ray's names for ``id`` and ``name``.
+
+    Raises:
+        ValueError: both ``api_key`` and ``api_key_file`` were given.
+    """
+    import wandb
+
+    if api_key and api_key_file:
+        raise ValueError("Pass either api_key or api_key_file to setup_wandb, not both.")
+    rank = _train_world_rank()
+    if rank_zero_only and rank not in (None, 0):
+        return wandb.init(mode="disabled")
+    config = dict(config or {})
+    entry = dict(config.get(_filters.WANDB_CONFIG_KEY) or {})
+    if api_key or api_key_file:
+        entry.pop("api_key", None)
+        entry.pop("api_key_file", None)
+        entry.update({"api_key": api_key} if api_key else {"api_key_file": api_key_file})
+    config[_filters.WANDB_CONFIG_KEY] = entry
+    for ray_name, init_name in (("trial_id", "id"), ("trial_name", "name")):
+        if ray_name in kwargs:
+            kwargs[init_name] = kwargs.pop(ray_name)
+    trial = _current_trial()
+    if trial is None:
+        options, entry_kwargs = _settings.split_entry(entry)
+        key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
+        settings = {"api_key": key} if key else {}
+        return wandb.init(
+            config=_filters.clean_config(config),
+            settings=wandb.Settings(**settings),
+            **{**entry_kwargs, **kwargs},
+        )
+    run = start_trial_run(trial, config, **kwargs)
+    _finish_with_the_trial(trial, run)
+    return run
+
+
+def _train_world_rank() -> int | None:
+    """The Ray Train world rank of this process, None outside Ray Train."""
+    try:
+        import ray.train
+
+        return int(ray.train.get_context().get_world_rank())
+    except Exception:
+        return None
+
+
+def _current_trial() -> TrialInfo | None:
+    try:
+        from ray import tune
+
+        if tune.get_context().get_trial_id() is None:
+            return None
+        return TrialInfo.from_tune_context()
+    except Exception:
+        return None
+
+
+def _finish_with_the_trial(trial: TrialInfo, run: Any) -> None:
+    """Finish ``run`` when Tune ends the trial, if the user has not.
+
+    After a function trainable returns, its thread waits in Tune's session
+    until Tune stops the trial's actor, and the actor is then killed: neither
+    the thread's end nor ``atexit`` is a point where the run can still be
+    finished. Tune's stop of a function trainable (and its reset, when actors
+    are reused) ends the session with ``session.finish``: the run is finished
+    just before it.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    if session is None:
+        return
+    original = session.finish
+
+    def finish(*args: Any, **kwargs: Any) -> Any:
+        session.finish = original
+        try:
+            finish_trial_run(trial, run, exit_code=0)
+        except Exception:
+            logger.exception("tune-wandb: could not finish the W&B run %s", run.id)
+        return original(*args, **kwargs)
+
+    session.finish = finish
+
+
 @dataclass(frozen=True)
 class TrialInfo:
     """What a trial's process knows of its trial, for its W&B run."""
@@ -196,10 +317,14 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
 
 
 def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
-    """Finish a run started by :func:`start_trial_run`; put it in the experiment's storage."""
+    """Finish a run started by :func:`start_trial_run`; put it in the experiment's storage.
+
+    A run the user already finished is only put in storage.
+    """
     run_dir, run_file = run.settings.sync_dir, run.settings.sync_file
     disabled = bool(getattr(run, "disabled", False))
-    run.finish(exit_code=exit_code)
+    if not getattr(run, "_is_finished", False):
+        run.finish(exit_code=exit_code)
     if disabled:
         return
     _runfile.wait_for_exit_record(run_file, 30.0)
