@@ -161,3 +161,10 @@ def test_ray_documented_example_with_only_the_import_changed(storage: Path) -> N
         assert run.column("training_iteration") == list(range(1, 9))
         assert len(run.column("acc")) == 8 and len(run.column("loss")) == 8
         assert run.exit_code == 0
+
+
+def test_rays_deprecated_save_checkpoints_alias() -> None:
+    with pytest.warns(DeprecationWarning, match="upload_checkpoints"):
+        callback = WandbLoggerCallback(save_checkpoints=True)
+    assert callback.upload_checkpoints is True
+    assert "save_checkpoints" not in callback.wandb_init_kwargs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if api_key_file and api_key:
             raise ValueError(
                 "Pass either api_key_file or api_key to WandbLoggerCallback, not both."
+            )
+        if "save_checkpoints" in wandb_init_kwargs:
+            # Ray's deprecated alias, accepted as Ray's callback accepts it.
+            warnings.warn(
+                "`save_checkpoints` is deprecated. Use `upload_checkpoints` instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            upload_checkpoints = (
+                bool(wandb_init_kwargs.pop("save_checkpoints")) or upload_checkpoints
             )
         if upload_timeout < 0:
             raise ValueError(f"upload_timeout must be >= 0 seconds, not {upload_timeout!r}")
