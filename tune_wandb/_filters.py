@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,21 @@ class Split:
     history: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+
+
+def as_excludes(excludes: Any) -> tuple[str, ...]:
+    """The ``excludes`` option as a tuple of keys.
+
+    Example:
+        >>> as_excludes(["a", "b/c"])
+        ('a', 'b/c')
+
+    Raises:
+        TypeError: a single string (a common slip for a one-key list) or not a list.
+    """
+    if isinstance(excludes, (str, bytes)) or not isinstance(excludes, Iterable):
+        raise TypeError(f"excludes must be a list of result keys, not {excludes!r}")
+    return tuple(str(e) for e in excludes)
 
 
 def is_wandb_media(value: object) -> bool:

@@ -1,4 +1,4 @@
-"""Reading wandb-core's ``run-*.wandb`` files: is a run's file complete?
+"""Run files: is a run's ``run-*.wandb`` complete, and where does a finished run go.
 
 wandb-core writes every run to a LevelDB-style log: a 7-byte header
 (``:W&B``, a 2-byte magic, a version byte), then 32 KiB blocks counted from
@@ -89,3 +89,24 @@ def wait_for_exit_record(path: str | Path, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def is_local_filesystem(filesystem: Any) -> bool:
+    """Whether a pyarrow filesystem (None: the local disk) is this machine's disk."""
+    import pyarrow.fs
+
+    return filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def copy_run_dir(run_dir: str, filesystem: Any, trial_fs_path: str) -> str:
+    """Copy a finished run directory to ``<trial_fs_path>/wandb/`` on ``filesystem``.
+
+    Returns the copy's path; raises what pyarrow raises.
+    """
+    import os
+
+    import pyarrow.fs
+
+    dest = f"{trial_fs_path}/wandb/{os.path.basename(run_dir)}"
+    pyarrow.fs.copy_files(run_dir, dest, destination_filesystem=filesystem)
+    return dest

@@ -325,14 +325,11 @@ class _Worker:
         wandb.teardown()
 
     def _copy_to_storage(self, local_dir: str) -> str:
-        import pyarrow.fs
-
         target = self.setup.storage
         assert target is not None
-        dest = f"{target.fs_path}/wandb/{os.path.basename(local_dir)}"
         for attempt in range(3):
             try:
-                pyarrow.fs.copy_files(local_dir, dest, destination_filesystem=target.filesystem)
+                return _runfile.copy_run_dir(local_dir, target.filesystem, target.fs_path)
             except Exception as exc:
                 if attempt == 2:
                     self._say(
@@ -340,11 +337,9 @@ class _Worker:
                         f"could not copy the run to the experiment storage ({exc!r}); "
                         f"it stays in {local_dir}",
                     )
-                    return local_dir
+                    break
                 time.sleep(1.0 + attempt)
-            else:
-                break
-        return dest
+        return local_dir
 
 
 def _piece_suffix(root: str | None, run_id: str | None) -> str | None:

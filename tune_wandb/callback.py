@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _filters, _settings
+from tune_wandb import _filters, _runfile, _settings
 from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
 from tune_wandb._protocol import (
     EXIT_INTERRUPTED,
@@ -136,7 +136,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.group = group
         self.api_key_file = api_key_file
         self.api_key = api_key
-        self.excludes = _excludes(excludes)
+        self.excludes = _filters.as_excludes(excludes)
         self.log_config = log_config
         self.upload_checkpoints = upload_checkpoints
         self.upload_timeout = upload_timeout
@@ -282,7 +282,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         experiment = trial.experiment_dir_name
         # The trial's "wandb" entry wins over the callback's own arguments.
         options, entry_kwargs = _settings.split_entry(trial.config.get(_filters.WANDB_CONFIG_KEY))
-        excludes = _excludes(options.get("excludes", self.excludes))
+        excludes = _filters.as_excludes(options.get("excludes", self.excludes))
         log_config = bool(options.get("log_config", self.log_config))
         run_root, storage = _run_location(trial)
         init_kwargs: dict[str, Any] = {
@@ -362,7 +362,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if state is None:
             return
         checkpoint = trial.checkpoint
-        filesystem = None if _is_local(checkpoint.filesystem) else checkpoint.filesystem
+        filesystem = (
+            None if _runfile.is_local_filesystem(checkpoint.filesystem) else checkpoint.filesystem
+        )
         state.seq += 1
         iteration = (trial.last_result or {}).get("training_iteration")
         state.handle.put(UploadCheckpoint(state.seq, checkpoint.path, filesystem, iteration))
@@ -398,12 +400,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._token = None
 
 
-def _excludes(excludes: Any) -> tuple[str, ...]:
-    if isinstance(excludes, (str, bytes)) or not isinstance(excludes, Iterable):
-        raise TypeError(f"excludes must be a list of result keys, not {excludes!r}")
-    return tuple(str(e) for e in excludes)
-
-
 def _exit_code_for(status: str | None) -> int:
     """The exit code of a run whose trial Tune never reported complete or failed.
 
@@ -413,12 +409,6 @@ def _exit_code_for(status: str | None) -> int:
     ended while the trial was still running.
     """
     return 1 if status == "ERROR" else EXIT_INTERRUPTED
-
-
-def _is_local(filesystem: Any) -> bool:
-    import pyarrow.fs
-
-    return filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem)
 
 
 def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:
@@ -432,7 +422,7 @@ def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:
     run into the trial's storage directory.
     """
     storage = trial.storage
-    if _is_local(storage.storage_filesystem):
+    if _runfile.is_local_filesystem(storage.storage_filesystem):
         return trial.path, None
     staging = os.path.join(
         os.path.dirname(storage.experiment_driver_staging_path),

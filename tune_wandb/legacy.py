@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
@@ -44,17 +44,20 @@ class LegacyLogger:
     turn a tuple of them into callbacks with :func:`loggers_to_callbacks`.
     """
 
+    #: The callback class that does this logger's work (built with no arguments).
+    callback_class: ClassVar[type]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             f"{type(self).__name__} is not instantiated on Ray 2.60: pass the class in "
             f"tune_wandb.run(..., loggers=(..., {type(self).__name__})), or use "
-            f"{self.callback_factory().__class__.__name__} in callbacks=[...]."
+            f"{self.callback_class.__name__}() in callbacks=[...]."
         )
 
     @classmethod
     def callback_factory(cls) -> Any:
         """A new instance of the callback that does this logger's work."""
-        raise NotImplementedError
+        return cls.callback_class()
 
 
 class JsonLogger(LegacyLogger):
@@ -65,10 +68,7 @@ class JsonLogger(LegacyLogger):
         True
     """
 
-    @classmethod
-    def callback_factory(cls) -> Any:
-        """A new ``JsonLoggerCallback``."""
-        return JsonLoggerCallback()
+    callback_class = JsonLoggerCallback
 
 
 class CSVLogger(LegacyLogger):
@@ -79,10 +79,7 @@ class CSVLogger(LegacyLogger):
         True
     """
 
-    @classmethod
-    def callback_factory(cls) -> Any:
-        """A new ``CSVLoggerCallback``."""
-        return CSVLoggerCallback()
+    callback_class = CSVLoggerCallback
 
 
 class TBXLogger(LegacyLogger):
@@ -93,10 +90,7 @@ class TBXLogger(LegacyLogger):
         True
     """
 
-    @classmethod
-    def callback_factory(cls) -> Any:
-        """A new ``TBXLoggerCallback``."""
-        return TBXLoggerCallback()
+    callback_class = TBXLoggerCallback
 
 
 class WandbLogger(LegacyLogger):
@@ -116,10 +110,7 @@ class WandbLogger(LegacyLogger):
         'WandbLoggerCallback'
     """
 
-    @classmethod
-    def callback_factory(cls) -> Any:
-        """A new :class:`~tune_wandb.WandbLoggerCallback` that reads each trial's entry."""
-        return WandbLoggerCallback()
+    callback_class = WandbLoggerCallback
 
 
 #: The loggers Ray Tune once used by default: JSON, CSV and TensorBoard.

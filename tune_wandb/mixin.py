@@ -285,7 +285,7 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
 
     storage = trial.storage
     options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
-    excludes = tuple(str(e) for e in options.get("excludes", ()))
+    excludes = _filters.as_excludes(options.get("excludes", ()))
     run_root = _run_root(storage, trial.local_dir)
     init_kwargs: dict[str, Any] = {
         "id": _settings.run_id(trial.trial_id, trial.experiment, _experiment_token(storage)),
@@ -338,32 +338,23 @@ def _experiment_token(storage: Any) -> str:
     return hashlib.sha256(str(storage.experiment_fs_path).encode()).hexdigest()
 
 
-def _is_local(storage: Any) -> bool:
-    import pyarrow.fs
-
-    return isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
-
-
 def _run_root(storage: Any, trial_dir: str) -> str:
     """Where the run is written: the trial's storage directory if it is local.
 
     On other filesystems, the node-local trial directory, and the finished run
     is copied to storage (see :func:`_copy_to_storage`).
     """
-    if _is_local(storage):
+    if _runfile.is_local_filesystem(storage.storage_filesystem):
         os.makedirs(storage.trial_fs_path, exist_ok=True)
         return str(storage.trial_fs_path)
     return trial_dir
 
 
 def _copy_to_storage(storage: Any, run_dir: str) -> None:
-    if _is_local(storage):
+    if _runfile.is_local_filesystem(storage.storage_filesystem):
         return
-    import pyarrow.fs
-
-    dest = f"{storage.trial_fs_path}/wandb/{os.path.basename(run_dir)}"
     try:
-        pyarrow.fs.copy_files(run_dir, dest, destination_filesystem=storage.storage_filesystem)
+        _runfile.copy_run_dir(run_dir, storage.storage_filesystem, storage.trial_fs_path)
     except Exception:
         logger.exception(
             "tune-wandb: could not copy the W&B run %s to the experiment's storage; "
