@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trainables
 from ray import tune
-from wandb_reader import find_runs
+from wandb_reader import find_runs, run_of_trial
 
 import tune_wandb
 from tune_wandb import DEFAULT_LOGGERS, WandbLogger, WandbLoggerCallback, loggers_to_callbacks
@@ -66,7 +66,7 @@ def test_seed_first_example_runs_with_only_the_imports_changed(
     runs = find_runs(storage / "seed")
     assert len(runs) == 3
     for trial in analysis.trials:
-        run = runs[next(r for r in runs if r.startswith(trial.trial_id))]
+        run = run_of_trial(runs, trial.trial_id)
         assert run.project == "Optimization_Project"
         assert run.column("loss") == [
             trial.config["parameter_1"] + trial.config["parameter_2"] + i for i in range(10)

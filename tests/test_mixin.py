@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trainables
 from ray import tune
-from wandb_reader import find_runs
+from wandb_reader import find_runs, run_of_trial
 
 from tune_wandb import wandb_mixin
 
@@ -42,8 +42,7 @@ def test_seed_mixin_example_logs_each_trial_to_its_run(storage: Path) -> None:
     runs = find_runs(storage / "mixin")
     assert len(runs) == 4
     for trial in analysis.trials:
-        (run_id,) = [r for r in runs if r.startswith(trial.trial_id)]
-        run = runs[run_id]
+        run = run_of_trial(runs, trial.trial_id)
         assert run.project == "Optimization_Project"
         assert run.group == "mixin"
         assert run.name == str(trial)
@@ -132,8 +131,7 @@ def test_setup_wandb_run_is_finished_when_the_trial_ends(storage: Path) -> None:
     runs = find_runs(storage / "setup")
     assert len(runs) == 2
     for trial in analysis.trials:
-        (run_id,) = [r for r in runs if r.startswith(trial.trial_id)]
-        run = runs[run_id]
+        run = run_of_trial(runs, trial.trial_id)
         assert (run.project, run.name, run.group) == ("setup-project", "named-by-setup", "setup")
         assert run.column("row") == list(range(1, 8))
         # Never finished by the user: finished by tune-wandb when Tune ended the trial.

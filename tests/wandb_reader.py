@@ -180,3 +180,9 @@ def find_runs(root: Path) -> dict[str, RunData]:
         run_id = path.stem[len("run-") :]
         pieces.setdefault(run_id, []).append(path)
     return {run_id: read_run_files(paths) for run_id, paths in pieces.items()}
+
+
+def run_of_trial(runs: dict[str, RunData], trial_id: str) -> RunData:
+    """The one run whose id is ``trial_id`` and tune-wandb's experiment suffix."""
+    (run_id,) = [r for r in runs if r.startswith(f"{trial_id}-")]
+    return runs[run_id]
