@@ -148,3 +148,44 @@ def test_setup_wandb_off_rank_zero_is_disabled(monkeypatch: pytest.MonkeyPatch) 
     run.finish()
     with pytest.raises(ValueError, match="not both"):
         setup_wandb({}, api_key="k", api_key_file="/f")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+@pytest.mark.parametrize(("rank_zero_only", "fail"), [(True, False), (False, True)])
+# Importing ray.data (the trainer does) sets deprecated options of its own context.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+def test_setup_wandb_in_ray_train_v2_workers(
+    storage: Path, rank_zero_only: bool, fail: bool
+) -> None:
+    import ray.train
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    trainer = DataParallelTrainer(
+        trainables.train_v2_worker,
+        train_loop_config={"lr": 0.1, "rank_zero_only": rank_zero_only, "fail": fail},
+        scaling_config=ray.train.ScalingConfig(num_workers=2),
+        run_config=ray.train.RunConfig(
+            storage_path=str(storage),
+            name="train_v2",
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+    )
+    if fail:
+        with pytest.raises(Exception, match="worker failed on purpose"):
+            trainer.fit()
+    else:
+        trainer.fit()
+    # Train V2 runs have no trial directory: they are in the experiment's.
+    runs = find_runs(storage / "train_v2" / "wandb")
+    ranks = [0] if rank_zero_only else [0, 1]
+    assert sorted(run.name for run in runs.values()) == [
+        "train_v2" + (f"-rank{r}" if r else "") for r in ranks
+    ]
+    for run in runs.values():
+        rank = 1 if run.name.endswith("-rank1") else 0
+        assert run.project == "train-v2" and run.group == "train_v2"
+        assert run.column("row") == list(range(5)) and run.column("rank") == [rank] * 5
+        assert run.config["lr"] == 0.1
+        # Finished by tune-wandb when the training function ended (raised: 1).
+        assert run.exit_code == (1 if fail else 0)

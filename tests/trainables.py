@@ -185,3 +185,18 @@ def uses_setup_wandb(config: dict[str, Any]) -> None:
     for i in range(1, 8):
         run.log({"row": i})
         tune.report({"row": i})
+
+
+def train_v2_worker(config: dict[str, Any]) -> None:
+    """A Ray Train V2 worker logging through setup_wandb, finish() never called."""
+    import ray.train
+
+    from tune_wandb import setup_wandb
+
+    run = setup_wandb(config, project="train-v2", rank_zero_only=config["rank_zero_only"])
+    rank = ray.train.get_context().get_world_rank()
+    for i in range(5):
+        run.log({"row": i, "rank": rank})
+    ray.train.report({"row": 4})
+    if config.get("fail"):
+        raise RuntimeError("worker failed on purpose")

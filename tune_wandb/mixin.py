@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -101,12 +102,8 @@ class WandbTrainableMixin:
         self.wandb = None
         self._wandb_trial: TrialInfo | None = None
         if info is not None and storage is not None:
-            self._wandb_trial = TrialInfo(
-                trial_id=info.trial_id,
-                trial_name=info.trial_name,
-                experiment=info.experiment_name,
-                storage=storage,
-                local_dir=storage.trial_working_directory,
+            self._wandb_trial = TrialInfo.of_trial(
+                info.trial_id, info.trial_name, info.experiment_name, storage
             )
             trial_config = {k: v for k, v in config.items() if k != _TRIAL_INFO}
             self.wandb = start_trial_run(self._wandb_trial, trial_config)
@@ -187,6 +184,9 @@ def setup_wandb(
         if ray_name in kwargs:
             kwargs[init_name] = kwargs.pop(ray_name)
     trial = _current_trial()
+    train_run = trial is None and rank is not None
+    if train_run:
+        trial = _current_train_run(rank or 0)
     if trial is None:
         options, entry_kwargs = _settings.split_entry(entry)
         key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
@@ -197,7 +197,10 @@ def setup_wandb(
             **{**entry_kwargs, **kwargs},
         )
     run = start_trial_run(trial, config, **kwargs)
-    _finish_with_the_trial(trial, run)
+    if train_run:
+        _finish_with_the_train_function(trial, run)
+    else:
+        _finish_with_the_trial(trial, run)
     return run
 
 
@@ -219,6 +222,14 @@ def _current_trial() -> TrialInfo | None:
             return None
         return TrialInfo.from_tune_context()
     except Exception:
+        return None
+
+
+def _current_train_run(rank: int) -> TrialInfo | None:
+    try:
+        return TrialInfo.from_train_context(rank)
+    except Exception:
+        logger.debug("tune-wandb: no Ray Train run storage here", exc_info=True)
         return None
 
 
@@ -250,15 +261,78 @@ def _finish_with_the_trial(trial: TrialInfo, run: Any) -> None:
     session.finish = finish
 
 
+def _finish_with_the_train_function(trial: TrialInfo, run: Any) -> None:
+    """Finish ``run`` when the Ray Train worker's training function ends.
+
+    Ray Train V2 runs the function in a thread and kills the worker soon
+    after it ends, so neither ``atexit`` nor a thread watching it is reliable.
+    The thread's last act is to put ``None`` (returned) or the exception
+    (raised) in its runner's exception queue: the run is finished just before,
+    with exit code 0 or 1. That queue is a private attribute of Ray's thread
+    runner; where it is missing, the run is left to the user to finish.
+    """
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        runner = get_train_context().execution_context.training_thread_runner
+        original = runner._exc_queue
+    except Exception:
+        logger.warning(
+            "tune-wandb: this Ray Train version cannot tell when the training function "
+            "ends; call run.finish() at its end so the W&B run %s is complete",
+            run.id,
+        )
+        return
+
+    class _FinishFirst:
+        def put(self, item: Any, *args: Any, **kwargs: Any) -> None:
+            runner._exc_queue = original
+            try:
+                finish_trial_run(trial, run, exit_code=0 if item is None else 1)
+            except Exception:
+                logger.exception("tune-wandb: could not finish the W&B run %s", run.id)
+            original.put(item, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(original, name)
+
+    runner._exc_queue = _FinishFirst()
+
+
 @dataclass(frozen=True)
 class TrialInfo:
-    """What a trial's process knows of its trial, for its W&B run."""
+    """Where a run started in a trial's (or a Ray Train worker's) process belongs.
+
+    Attributes:
+        trial_id: the start of the run id.
+        trial_name: the run name.
+        experiment: the experiment's name, the run's default group.
+        filesystem: the experiment storage's pyarrow filesystem.
+        fs_path: the run's directory in storage (``wandb/`` goes below it).
+        local_dir: this node's staging directory, used when storage is not local.
+        experiment_fs_path: the experiment's directory in storage.
+    """
 
     trial_id: str
     trial_name: str
     experiment: str
-    storage: Any
+    filesystem: Any
+    fs_path: str
     local_dir: str
+    experiment_fs_path: str
+
+    @classmethod
+    def of_trial(cls, trial_id: str, trial_name: str, experiment: str, storage: Any) -> TrialInfo:
+        """A Tune trial's, from its ``StorageContext``."""
+        return cls(
+            trial_id=trial_id,
+            trial_name=trial_name,
+            experiment=experiment,
+            filesystem=storage.storage_filesystem,
+            fs_path=str(storage.trial_fs_path),
+            local_dir=str(storage.trial_working_directory),
+            experiment_fs_path=str(storage.experiment_fs_path),
+        )
 
     @classmethod
     def from_tune_context(cls) -> TrialInfo:
@@ -266,13 +340,41 @@ class TrialInfo:
         from ray import tune
 
         context = tune.get_context()
-        return cls(
-            trial_id=context.get_trial_id(),
-            trial_name=context.get_trial_name(),
-            experiment=context.get_experiment_name(),
-            storage=context.get_storage(),
-            local_dir=context.get_trial_dir(),
+        return cls.of_trial(
+            context.get_trial_id(),
+            context.get_trial_name(),
+            context.get_experiment_name(),
+            context.get_storage(),
         )
+
+    @classmethod
+    def from_train_context(cls, rank: int) -> TrialInfo:
+        """From ``ray.train.get_context()``, in a Ray Train V2 worker (no trial).
+
+        The run is the Train run's: named after the experiment, its id taken
+        from the experiment's name, and written in the experiment's directory.
+        Ranks other than 0 (``rank_zero_only=False``) get runs of their own,
+        ``-rank<N>`` added to the id and name.
+        """
+        import ray.train
+
+        context = ray.train.get_context()
+        storage = context.get_storage()
+        experiment = context.get_experiment_name()
+        suffix = f"-rank{rank}" if rank else ""
+        return cls(
+            trial_id=_RUN_ID_UNSAFE.sub("-", experiment)[:48] + suffix,
+            trial_name=experiment + suffix,
+            experiment=experiment,
+            filesystem=storage.storage_filesystem,
+            fs_path=str(storage.experiment_fs_path),
+            local_dir=str(storage.local_working_directory),
+            experiment_fs_path=str(storage.experiment_fs_path),
+        )
+
+
+#: Characters a W&B run id cannot hold.
+_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) -> Any:
@@ -283,12 +385,11 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     """
     import wandb
 
-    storage = trial.storage
     options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
     excludes = _filters.as_excludes(options.get("excludes", ()))
-    run_root = _run_root(storage, trial.local_dir)
+    run_root = _run_root(trial)
     init_kwargs: dict[str, Any] = {
-        "id": _settings.run_id(trial.trial_id, trial.experiment, _experiment_token(storage)),
+        "id": _settings.run_id(trial.trial_id, trial.experiment, _experiment_token(trial)),
         "name": trial.trial_name,
         "group": _settings.resolve_group(None, os.environ, trial.experiment),
         "config": _filters.clean_config(config, excludes),
@@ -328,33 +429,34 @@ def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
     if disabled:
         return
     _runfile.wait_for_exit_record(run_file, 30.0)
-    _copy_to_storage(trial.storage, run_dir)
+    _copy_to_storage(trial, run_dir)
 
 
-def _experiment_token(storage: Any) -> str:
+def _experiment_token(trial: TrialInfo) -> str:
     # The callback keeps its token in the experiment state; a trial process
     # cannot read it, so its runs take the experiment's storage path instead,
     # the same again after Tuner.restore of that path.
-    return hashlib.sha256(str(storage.experiment_fs_path).encode()).hexdigest()
+    return hashlib.sha256(trial.experiment_fs_path.encode()).hexdigest()
 
 
-def _run_root(storage: Any, trial_dir: str) -> str:
-    """Where the run is written: the trial's storage directory if it is local.
+def _run_root(trial: TrialInfo) -> str:
+    """Where the run is written: its storage directory if storage is local.
 
-    On other filesystems, the node-local trial directory, and the finished run
-    is copied to storage (see :func:`_copy_to_storage`).
+    On other filesystems, the node-local staging directory, and the finished
+    run is copied to storage (see :func:`_copy_to_storage`).
     """
-    if _runfile.is_local_filesystem(storage.storage_filesystem):
-        os.makedirs(storage.trial_fs_path, exist_ok=True)
-        return str(storage.trial_fs_path)
-    return trial_dir
+    if _runfile.is_local_filesystem(trial.filesystem):
+        os.makedirs(trial.fs_path, exist_ok=True)
+        return trial.fs_path
+    os.makedirs(trial.local_dir, exist_ok=True)
+    return trial.local_dir
 
 
-def _copy_to_storage(storage: Any, run_dir: str) -> None:
-    if _runfile.is_local_filesystem(storage.storage_filesystem):
+def _copy_to_storage(trial: TrialInfo, run_dir: str) -> None:
+    if _runfile.is_local_filesystem(trial.filesystem):
         return
     try:
-        _runfile.copy_run_dir(run_dir, storage.storage_filesystem, storage.trial_fs_path)
+        _runfile.copy_run_dir(run_dir, trial.filesystem, trial.fs_path)
     except Exception:
         logger.exception(
             "tune-wandb: could not copy the W&B run %s to the experiment's storage; "
