@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from wandb_server import wandb_server  # noqa: F401  (fixture)
 
 #: Command-line fragments of the processes tune-wandb starts.
 OUR_PROCESSES = ("tune_wandb._launcher", "wandb-core")
@@ -76,7 +77,14 @@ def ray_session() -> Iterator[None]:
     # Ray's workers cannot import the tests' modules: send the trainables by value.
     cloudpickle.register_pickle_by_value(trainables)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": a new instance even if another Ray runs on this machine.
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 

@@ -1,0 +1,412 @@
+"""The W&B test server, driven by the real wandb client in subprocesses, and its fault knobs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wandb_server import WandbServer, make_api_key
+
+# One wandb client process: init, log `rows` rows from `start`, finish. An
+# error talking to the server exits with 3 and says what it was.
+CLIENT = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import wandb
+
+    args = json.loads(sys.argv[1])
+    try:
+        run = wandb.init(dir=args["dir"], **args["init"])
+        print("BASE-URL", run.settings.base_url)
+        for i in range(args["start"], args["start"] + args["rows"]):
+            run.log({"x": i, "y": i / 2})
+        run.finish()
+    except wandb.errors.CommError as error:
+        print("COMM-ERROR", type(error).__name__, error)
+        sys.exit(3)
+    finally:
+        wandb.teardown()
+    """
+)
+
+# Anything the client would send past WANDB_BASE_URL goes to this dead proxy
+# (the discard port: nothing listens) instead of out to the internet.
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
+def client_env(server: WandbServer, home: Path, api_key: str | None = None) -> dict[str, str]:
+    """A clean environment for one online client of ``server``, all state under ``home``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("WANDB_") and "proxy" not in name.lower()
+    }
+    env.update(server.env(api_key))
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        env[name] = str(home / name.lower())
+    env.update(
+        HOME=str(home),  # whatever still looks in ~ (a .netrc) looks here
+        WANDB_ERROR_REPORTING="false",
+        HTTP_PROXY=DEAD_PROXY,
+        HTTPS_PROXY=DEAD_PROXY,
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def run_client(
+    server: WandbServer,
+    home: Path,
+    *,
+    rows: int,
+    start: int = 0,
+    api_key: str | None = None,
+    **init: Any,
+) -> subprocess.CompletedProcess[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    args = {"dir": str(home), "init": init, "start": start, "rows": rows}
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT, json.dumps(args)],
+        env=client_env(server, home, api_key),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def post(
+    server: WandbServer, path: str, payload: Any, api_key: str | None = None, timeout: float = 5
+) -> Any:
+    """POST JSON to the server as wandb-core does (basic auth, user ``api``)."""
+    auth = base64.b64encode(f"api:{api_key or server.api_key}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310  (a plain http URL of our own server)
+        server.url + path,
+        data=json.dumps(payload).encode(),
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  (same)
+        return json.loads(response.read())
+
+
+def graphql(server: WandbServer, query: str, **variables: Any) -> Any:
+    return post(server, "/graphql", {"query": query, "variables": variables})
+
+
+VIEWER = "query Viewer { viewer { id entity username } }"
+RESUME_STATUS = (
+    "query RunResumeStatus($project: String, $entity: String, $name: String!) {"
+    " model(name: $project, entityName: $entity) { id name bucket(name: $name, missingOk: true)"
+    ' { id historyLineCount historyTail summaryMetrics config wandbConfig(keys: ["t"]) } } }'
+)
+
+
+def history_line(step: int, **values: Any) -> str:
+    return json.dumps({"_step": step, **values})
+
+
+# -- the real client ----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_run_online(wandb_server: WandbServer, tmp_path: Path) -> None:
+    done = run_client(
+        wandb_server,
+        tmp_path,
+        rows=200,
+        id="run1",
+        project="p",
+        group="g",
+        name="n",
+        config={"a": 1},
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"BASE-URL {wandb_server.url}" in done.stdout
+
+    (run,) = wandb_server.wait_finished(["run1"], timeout=10)
+    assert (run.entity, run.project, run.run_id) == ("test-entity", "p", "run1")
+    assert (run.group, run.name, run.config) == ("g", "n", {"a": 1})
+    assert [(row["_step"], row["x"], row["y"]) for row in run.history] == [
+        (i, i, i / 2) for i in range(200)
+    ]
+    assert run.summary["x"] == 199 and run.summary["_step"] == 199
+    assert run.exit_code == 0 and run.finished and run.dropped_rows == 0
+    assert run.api_keys == {wandb_server.api_key}
+    assert {"wandb-metadata.json", "config.yaml"} <= set(run.files)
+    assert wandb_server.runs() == [run]
+    # Every request a run makes has its answer, and none went wrong.
+    assert wandb_server.unknown_operations == []
+    assert wandb_server.errors == []
+    assert {"Viewer", "UpsertBucket", "CreateRunFiles"} <= set(wandb_server.operations)
+    # A key from the environment is used, not saved (in a .netrc in HOME).
+    assert not (tmp_path / ".netrc").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_resumed_run_continues_its_steps(wandb_server: WandbServer, tmp_path: Path) -> None:
+    first = run_client(wandb_server, tmp_path / "first", rows=200, id="again", project="p")
+    assert first.returncode == 0, first.stderr
+    (run,) = wandb_server.wait_finished(["again"], timeout=10)
+    assert run.steps == list(range(200))
+
+    second = run_client(
+        wandb_server,
+        tmp_path / "second",
+        rows=50,
+        start=200,
+        id="again",
+        project="p",
+        resume="must",
+    )
+    assert second.returncode == 0, second.stderr
+
+    (run,) = wandb_server.wait_finished(["again"], timeout=10)
+    # Had the client not learned the step count from RunResumeStatus, it would
+    # have started again at 0 and the server would have dropped all 50 rows.
+    assert run.steps == list(range(250))
+    assert [row["x"] for row in run.history] == list(range(250))
+    assert run.dropped_rows == 0
+    assert run.summary["x"] == 249 and run.exit_code == 0 and run.finished
+    assert "RunResumeStatus" in wandb_server.operations
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_wrong_key_fails_init_and_the_right_one_works(
+    wandb_server: WandbServer, tmp_path: Path
+) -> None:
+    wandb_server.require_key = wandb_server.api_key
+    wrong = make_api_key()
+
+    refused = run_client(wandb_server, tmp_path / "wrong", rows=1, api_key=wrong, project="p")
+    assert refused.returncode == 3, refused.stderr
+    assert "COMM-ERROR" in refused.stdout and "Invalid API key" in refused.stdout
+    assert wrong in wandb_server.api_keys
+    assert wandb_server.runs() == []
+
+    accepted = run_client(wandb_server, tmp_path / "right", rows=3, id="keyed", project="p")
+    assert accepted.returncode == 0, accepted.stderr
+    (run,) = wandb_server.wait_finished(["keyed"], timeout=10)
+    assert run.api_keys == {wandb_server.api_key} and len(run.history) == 3
+
+
+PUBLIC_API = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import wandb
+
+    api = wandb.Api()
+    run = api.run(sys.argv[1])
+    print(json.dumps([api.viewer.entity, run.state, run.config, run.summary["x"]]))
+    wandb.teardown()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_the_public_api_reads_a_run(wandb_server: WandbServer, tmp_path: Path) -> None:
+    upsert = (
+        "mutation UpsertBucket($name: String, $project: String, $config: JSONString)"
+        " { upsertBucket(input: {name: $name, modelName: $project, config: $config})"
+        " { bucket { id } inserted } }"
+    )
+    graphql(wandb_server, upsert, name="read", project="p", config='{"a": {"value": 1}}')
+    summary = {"offset": 0, "content": ['{"x": 7}']}
+    stream = {"files": {"wandb-summary.json": summary}, "complete": True, "exitcode": 0}
+    post(wandb_server, "/files/test-entity/p/read/file_stream", stream)
+
+    done = subprocess.run(
+        [sys.executable, "-c", PUBLIC_API, "test-entity/p/read"],
+        env=client_env(wandb_server, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["test-entity", "finished", {"a": 1}, 7]
+    assert {"GetViewer", "Run"} <= set(wandb_server.operations)
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
+# -- the server's own behaviour -----------------------------------------------
+
+
+def test_rows_whose_step_does_not_move_forward_are_dropped(wandb_server: WandbServer) -> None:
+    stream = "/files/test-entity/p/direct/file_stream"
+    lines = [history_line(0, x=0), history_line(1, x=1), history_line(1, x=99)]
+    post(wandb_server, stream, {"files": {"wandb-history.jsonl": {"offset": 0, "content": lines}}})
+    lines = [history_line(0, x=98), history_line(2, x=2)]
+    reply = post(
+        wandb_server,
+        stream,
+        {
+            "files": {
+                "wandb-history.jsonl": {"offset": 3, "content": lines},
+                "wandb-summary.json": {"offset": 0, "content": ['{"x": 2, "_step": 2}']},
+            },
+            "complete": True,
+            "exitcode": 1,
+        },
+    )
+    assert reply == {"exitcode": None, "limits": {}}
+
+    (run,) = wandb_server.wait_finished(["direct"], timeout=1)
+    assert [row["x"] for row in run.history] == [0, 1, 2]
+    assert run.dropped_rows == 2
+    assert run.summary == {"x": 2, "_step": 2}
+    assert (run.exit_code, run.finished) == (1, True)
+    assert run.api_keys == {wandb_server.api_key}
+
+
+def test_resume_status_of_a_new_and_of_a_known_run(wandb_server: WandbServer) -> None:
+    new = graphql(wandb_server, RESUME_STATUS, project="p", entity="test-entity", name="r")
+    assert new["data"]["model"]["bucket"] is None
+
+    config = {"a": {"value": 1}, "_wandb": {"value": {"t": {"1": [1]}}}}
+    upsert = (
+        "mutation UpsertBucket($name: String, $project: String, $entity: String,"
+        " $config: JSONString) { upsertBucket(input: {name: $name, modelName: $project,"
+        " entityName: $entity, config: $config}) { bucket { id } inserted } }"
+    )
+    graphql(wandb_server, upsert, name="r", project="p", entity=None, config=json.dumps(config))
+    lines = [history_line(step, x=step) for step in range(20)]
+    post(
+        wandb_server,
+        "/files/test-entity/p/r/file_stream",
+        {"files": {"wandb-history.jsonl": {"offset": 0, "content": lines}}},
+    )
+
+    known = graphql(wandb_server, RESUME_STATUS, project="p", entity="test-entity", name="r")
+    bucket = known["data"]["model"]["bucket"]
+    assert bucket["historyLineCount"] == 20
+    assert [json.loads(row)["_step"] for row in json.loads(bucket["historyTail"])][-1] == 19
+    assert json.loads(bucket["config"]) == config
+    assert json.loads(bucket["wandbConfig"]) == {"t": {"1": [1]}}
+    assert wandb_server.run("r").config == {"a": 1}
+    assert wandb_server.unknown_operations == []
+
+
+def test_unknown_operations_get_empty_data_and_are_listed(wandb_server: WandbServer) -> None:
+    assert graphql(wandb_server, "query Mystery { mystery { id } }") == {"data": {}}
+    assert graphql(wandb_server, "{ viewer { entity } }")["data"]["viewer"]["entity"] == (
+        "test-entity"
+    )
+    assert wandb_server.unknown_operations == ["Mystery"]
+
+
+def test_require_key(wandb_server: WandbServer) -> None:
+    wandb_server.require_key = wandb_server.api_key
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        post(wandb_server, "/graphql", {"query": VIEWER}, make_api_key())
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["errors"][0]["message"] == "Invalid API key"
+    refused.value.close()
+    assert graphql(wandb_server, VIEWER)["data"]["viewer"]["entity"] == "test-entity"
+
+
+def test_latency_delays_every_answer(wandb_server: WandbServer) -> None:
+    wandb_server.latency = 0.4
+    for path in ("/graphql", "/sdk/otel/v1/metrics"):
+        started = time.monotonic()
+        post(wandb_server, path, {"query": VIEWER})
+        assert time.monotonic() - started >= 0.4
+    wandb_server.latency = 0
+    started = time.monotonic()
+    graphql(wandb_server, VIEWER)
+    assert time.monotonic() - started < 0.4
+
+
+def test_hang_holds_requests_until_turned_off(wandb_server: WandbServer) -> None:
+    wandb_server.hang = True
+    with pytest.raises(TimeoutError):
+        post(wandb_server, "/graphql", {"query": VIEWER}, timeout=1)
+
+    answers: list[Any] = []
+    waiter = threading.Thread(target=lambda: answers.append(graphql(wandb_server, VIEWER)))
+    waiter.start()
+    time.sleep(0.3)
+    assert answers == []
+    wandb_server.hang = False
+    waiter.join(timeout=5)
+    assert answers and answers[0]["data"]["viewer"]["entity"] == "test-entity"
+
+
+def test_stop_closes_hung_connections_quickly(wandb_server: WandbServer) -> None:
+    wandb_server.hang = True
+    request = b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    clients = [socket.create_connection(("127.0.0.1", wandb_server.port)) for _ in range(3)]
+    for client in clients:
+        client.sendall(request)
+    deadline = time.monotonic() + 5
+    while len(wandb_server.requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    started = time.monotonic()
+    wandb_server.stop()
+    assert time.monotonic() - started < 3
+    for client in clients:
+        client.settimeout(3)
+        assert client.recv(100) == b""  # closed by the server, no answer
+        client.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", wandb_server.port), timeout=1).close()
+
+
+def test_refuse_stops_listening_and_listens_again(wandb_server: WandbServer) -> None:
+    port = wandb_server.port
+    wandb_server.refuse = True
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    wandb_server.refuse = False
+    assert wandb_server.port == port
+    assert graphql(wandb_server, VIEWER)["data"]["viewer"]["entity"] == "test-entity"
+
+
+def test_env_points_only_at_the_server(wandb_server: WandbServer, tmp_path: Path) -> None:
+    assert wandb_server.env() == {
+        "WANDB_BASE_URL": wandb_server.url,
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": wandb_server.api_key,
+    }
+    assert wandb_server.url.startswith("http://127.0.0.1:")
+    # wandb takes the key: a prefix, then 40+ word characters.
+    assert len(wandb_server.api_key.split("-", 1)[1]) >= 40
+    env = client_env(wandb_server, tmp_path)
+    assert {name for name in env if name.startswith("WANDB_")} == {
+        "WANDB_BASE_URL",
+        "WANDB_MODE",
+        "WANDB_API_KEY",
+        "WANDB_DIR",
+        "WANDB_CONFIG_DIR",
+        "WANDB_CACHE_DIR",
+        "WANDB_DATA_DIR",
+        "WANDB_ERROR_REPORTING",
+    }
+    dirs = [
+        value for name, value in env.items() if name.startswith("WANDB_") and name.endswith("_DIR")
+    ]
+    assert all(Path(value).is_relative_to(tmp_path) for value in [*dirs, env["HOME"]])
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == DEAD_PROXY

@@ -1,0 +1,808 @@
+"""A W&B-compatible HTTP server for tests: the backend wandb-core talks to.
+
+wandb (through its wandb-core service) uses it as its backend when a process
+has ``WANDB_BASE_URL`` pointing at it (:meth:`WandbServer.env` gives the whole
+environment). It answers the GraphQL operations a run needs (``Viewer``,
+``UpsertBucket``, ``RunResumeStatus``, ``CreateRunFiles``, ...), takes the
+``file_stream`` posts and file uploads, and records per run what a test wants
+to check: project, group, display name, config, history, summary, exit code,
+the API keys the client sent.
+
+Like W&B, it keeps a history row only when its ``_step`` moves forward; a row
+whose ``_step`` is not past the last kept one is dropped and counted, so a test
+of resuming proves that the client continued the step count.
+
+Fault knobs, settable while the server runs: :attr:`WandbServer.require_key`
+(401 for any other key), :attr:`WandbServer.latency` (seconds before every
+answer), :attr:`WandbServer.hang` (take connections, never answer) and
+:attr:`WandbServer.refuse` (stop listening, so connections are refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import json
+import re
+import secrets
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote, urlsplit
+
+import pytest
+
+#: The entity (user) the server says the API key belongs to.
+DEFAULT_ENTITY = "test-entity"
+
+#: The project W&B files runs under when the client names none.
+DEFAULT_PROJECT = "uncategorized"
+
+#: Operations a run sends that have nothing to answer here; answered with
+#: empty data and not counted as unknown. (wandb-core asks which CoreWeave
+#: organization the entity belongs to; "none" is a valid answer.)
+EMPTY_OPERATIONS = frozenset({"OrganizationCoreWeaveOrganizationID"})
+
+_HISTORY_FILE = "wandb-history.jsonl"
+_SUMMARY_FILE = "wandb-summary.json"
+_EVENTS_FILE = "wandb-events.jsonl"
+_OUTPUT_FILE = "output.log"
+
+#: How many lines of history and events RunResumeStatus returns as the tail.
+_TAIL_LINES = 10
+
+# The first named operation of a document; fragments may come before it.
+_OPERATION_RE = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)")
+# The first field of an anonymous document, e.g. `{ viewer { id } }`.
+_FIRST_FIELD_RE = re.compile(r"^\s*(?:query|mutation)?\s*\{\s*(?:\w+\s*:\s*)?([A-Za-z_]\w*)")
+_COMMENT_RE = re.compile(r"#[^\n]*")
+
+
+def make_api_key() -> str:
+    """A fresh API key in a format wandb accepts (a prefix and 40 hex digits)."""
+    return "local-" + secrets.token_hex(20)
+
+
+@dataclass
+class RunRecord:
+    """What the server knows of one run, keyed by (entity, project, run id).
+
+    ``config`` holds plain values (W&B stores ``{key: {"value": v}}``) without
+    wandb's own ``_wandb`` entry, which is in ``wandb_config``. ``history`` holds
+    the kept rows in order; ``dropped_rows`` counts the rows refused because
+    their ``_step`` did not move forward. ``files`` maps an uploaded file's name
+    to its bytes. ``api_keys`` is every key a request about this run carried.
+    """
+
+    entity: str
+    project: str
+    run_id: str
+    storage_id: str
+    name: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    notes: str | None = None
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    wandb_config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    uploaded: set[str] = field(default_factory=set)
+    exit_code: int | None = None
+    finished: bool = False
+    preempting: bool = False
+    dropped_rows: int = 0
+    upserts: int = 0
+    api_keys: set[str] = field(default_factory=set)
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def state(self) -> str:
+        """The run's state as W&B names it: running, finished or failed."""
+        if not self.finished:
+            return "running"
+        return "finished" if self.exit_code == 0 else "failed"
+
+    @property
+    def steps(self) -> list[int]:
+        """The ``_step`` of every kept history row, in order."""
+        return [row["_step"] for row in self.history if "_step" in row]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to the server; every method goes through :meth:`_handle`."""
+
+    # Keep-alive, as wandb-core's Go client expects from W&B.
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The default writes every request to stderr; tests read the server's records.
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        self.server.owner._serve(self)
+
+    def read_body(self) -> bytes:
+        """The request body, un-chunked and un-gzipped."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            body = b"".join(parts)
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        return body
+
+    def api_key(self) -> str | None:
+        """The key of the request's basic auth (user ``api``), if any."""
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            _, _, key = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return None
+        return key or None
+
+    def reply(self, status: int, payload: Any = None, body: bytes | None = None) -> None:
+        """Send a JSON answer (or raw bytes)."""
+        data = json.dumps(payload).encode() if body is None else body
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """The listening socket; its owner holds the state that outlives a refuse."""
+
+    # Shutdown closes every connection itself; joining the handler threads
+    # would wait on hung or idle keep-alive connections.
+    block_on_close = False
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: WandbServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own asks the resolver for the host's full name; this
+        # server needs no name, and a test needs no DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection closed under a handler (the client dropping an idle
+        # keep-alive connection, or the server closing it for hang, refuse or
+        # stop) is no error; anything else is recorded for the test to see.
+        if not isinstance(sys.exc_info()[1], OSError):
+            self.owner._record_error(client_address)
+
+
+class WandbServer:
+    """A W&B backend on 127.0.0.1 for wandb clients under test.
+
+    Start it with :meth:`start` (or use it as a context manager, or the
+    ``wandb_server`` fixture); give a client process :meth:`env`. All
+    attributes and methods are safe to use from any thread while it runs.
+
+    Attributes:
+        api_key: The key :meth:`env` hands out.
+        entity: The entity (user) name of the viewer.
+        unknown_operations: Names of GraphQL operations (or ``"METHOD /path"``
+            of other requests) the server has no answer for, in arrival order.
+        operations: Every GraphQL operation name received, in arrival order.
+        requests: Every request as ``"METHOD /path"``, in arrival order.
+        api_keys: Every key any request carried.
+        errors: Requests whose handling raised, as text.
+    """
+
+    def __init__(self, api_key: str | None = None, entity: str = DEFAULT_ENTITY) -> None:
+        self.api_key = api_key or make_api_key()
+        self.entity = entity
+        self.unknown_operations: list[str] = []
+        self.operations: list[str] = []
+        self.requests: list[str] = []
+        self.api_keys: set[str] = set()
+        self.errors: list[str] = []
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._runs: dict[tuple[str, str, str], RunRecord] = {}
+        self._connections: set[socket.socket] = set()
+        self._closing = threading.Event()
+        self._unhang = threading.Event()
+        self._require_key: str | None = None
+        self._latency = 0.0
+        self._hang = False
+        self._refuse = False
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> WandbServer:
+        """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""
+        with self._lock:
+            self._closing.clear()
+            if self._hang:
+                self._unhang.clear()
+            self._listen(self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection, hung ones included; fast."""
+        self._closing.set()
+        self._unhang.set()  # hung handlers return, and see the server closing
+        with self._lock:
+            self._close_listener()
+            self._close_connections()
+
+    def __enter__(self) -> WandbServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL, as ``WANDB_BASE_URL`` wants it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, api_key: str | None = None) -> dict[str, str]:
+        """The environment variables a process needs to log to this server online."""
+        return {
+            "WANDB_BASE_URL": self.url,
+            "WANDB_MODE": "online",
+            "WANDB_API_KEY": api_key or self.api_key,
+        }
+
+    def _listen(self, port: int) -> None:
+        self._httpd = _HTTPServer(("127.0.0.1", port), self)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"wandb-server-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        if self._httpd is None:
+            return
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        httpd.shutdown()
+        httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=2)
+
+    def _close_connections(self) -> None:
+        for conn in list(self._connections):
+            with contextlib.suppress(OSError):  # the peer may have gone already
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._connections.clear()
+
+    def _track(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(conn)
+
+    def _untrack(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    def _record_error(self, client_address: Any) -> None:
+        with self._lock:
+            self.errors.append(f"{client_address}: {traceback.format_exc()}")
+
+    # -- fault knobs --------------------------------------------------------
+
+    @property
+    def require_key(self) -> str | None:
+        """If set, a request with any other key (or none) gets HTTP 401."""
+        return self._require_key
+
+    @require_key.setter
+    def require_key(self, key: str | None) -> None:
+        with self._lock:
+            self._require_key = key
+
+    @property
+    def latency(self) -> float:
+        """Seconds the server waits before answering any request."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        with self._lock:
+            self._latency = seconds
+
+    @property
+    def hang(self) -> bool:
+        """If true, requests are read and never answered (until turned off or stop)."""
+        return self._hang
+
+    @hang.setter
+    def hang(self, value: bool) -> None:
+        with self._lock:
+            self._hang = value
+            if value:
+                self._unhang.clear()
+            else:
+                self._unhang.set()
+
+    @property
+    def refuse(self) -> bool:
+        """If true, nothing listens on the port: connections are refused.
+
+        Turning it on also closes the open connections, as a server going
+        down would; turning it off listens again on the same port.
+        """
+        return self._refuse
+
+    @refuse.setter
+    def refuse(self, value: bool) -> None:
+        with self._lock:
+            if value == self._refuse or self._closing.is_set():
+                self._refuse = value
+                return
+            self._refuse = value
+            if value:
+                self._close_listener()
+                self._close_connections()
+            else:
+                self._listen(self.port)
+
+    # -- queries for tests --------------------------------------------------
+
+    def runs(self) -> list[RunRecord]:
+        """Every run the server knows, in the order they were created.
+
+        The records are live: the server updates them as requests arrive.
+        """
+        with self._lock:
+            return list(self._runs.values())
+
+    def run(self, run_id: str, project: str | None = None, entity: str | None = None) -> RunRecord:
+        """The run with this id (narrowed by project and entity if given).
+
+        Raises:
+            KeyError: No such run, or the id is ambiguous across projects.
+        """
+        with self._lock:
+            found = [
+                record
+                for (ent, proj, rid), record in self._runs.items()
+                if rid == run_id
+                and (project is None or proj == project)
+                and (entity is None or ent == entity)
+            ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} runs with id {run_id!r}")
+        return found[0]
+
+    def wait_finished(self, run_ids: Iterable[str], timeout: float = 30.0) -> list[RunRecord]:
+        """Wait until every run in ``run_ids`` has finished; returns their records.
+
+        Raises:
+            TimeoutError: Some run has not finished in ``timeout`` seconds.
+        """
+        wanted = list(run_ids)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                done = {r.run_id: r for r in self._runs.values() if r.finished}
+                missing = [rid for rid in wanted if rid not in done]
+                if not missing:
+                    return [done[rid] for rid in wanted]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"runs not finished after {timeout}s: {missing}")
+                self._changed.wait(left)
+
+    # -- request handling ---------------------------------------------------
+
+    def _serve(self, handler: _Handler) -> None:
+        try:
+            self._answer(handler)
+        except OSError:
+            # The connection closed under the request: no one to answer.
+            handler.close_connection = True
+        except Exception:
+            # A request the server cannot take is the test's to see, and the
+            # client gets an answer rather than a dropped connection.
+            self._record_error(handler.client_address)
+            handler.close_connection = True
+            handler.reply(500, {"errors": [{"message": "test server error"}]})
+
+    def _answer(self, handler: _Handler) -> None:
+        body = handler.read_body()
+        key = handler.api_key()
+        path = urlsplit(handler.path).path
+        graphql = handler.command == "POST" and path.rstrip("/") == "/graphql"
+        request = json.loads(body or b"{}") if graphql else {}
+        operation = request.get("operationName") or _operation_name(request.get("query") or "")
+        with self._lock:
+            self.requests.append(f"{handler.command} {path}" + (f" {operation}" if graphql else ""))
+            if key is not None:
+                self.api_keys.add(key)
+        if self._hang:
+            # Hold the connection without a word until hang is turned off or
+            # the server stops (which closes the socket under the handler).
+            self._unhang.wait()
+        if self._latency > 0:
+            self._closing.wait(self._latency)
+        if self._closing.is_set():
+            handler.close_connection = True
+            return
+        required = self._require_key
+        if required is not None and key != required:
+            # W&B's answer to a bad key; wandb-core does not retry a 401.
+            handler.reply(
+                401,
+                {
+                    "errors": [
+                        {"message": "Invalid API key", "extensions": {"code": "UNAUTHORIZED"}}
+                    ]
+                },
+            )
+        elif graphql:
+            handler.reply(200, self._graphql(operation, request.get("variables") or {}, key))
+        elif path.startswith("/files/"):
+            self._files(handler, path, body, key)
+        elif path.startswith("/sdk/"):
+            handler.reply(200, {})  # wandb-core's OpenTelemetry metrics and logs: taken, not kept
+        else:
+            with self._lock:
+                self.unknown_operations.append(f"{handler.command} {path}")
+            handler.reply(404, {"errors": [{"message": "not found"}]})
+
+    def _files(self, handler: _Handler, path: str, body: bytes, key: str | None) -> None:
+        parts = [unquote(part) for part in path.split("/")[2:]]
+        if len(parts) < 4:
+            handler.reply(404, {"error": "not found"})
+            return
+        entity, project, run_id, name = parts[0], parts[1], parts[2], "/".join(parts[3:])
+        with self._changed:
+            record = self._record(entity, project, run_id, key)
+            if handler.command == "POST" and name == "file_stream":
+                self._file_stream(record, json.loads(body or b"{}"))
+                self._changed.notify_all()
+                handler.reply(200, {"exitcode": None, "limits": {}})
+                return
+            if handler.command == "PUT":
+                record.files[name] = body
+                self._changed.notify_all()
+                handler.reply(200, {})
+                return
+            data = record.files.get(name) if handler.command == "GET" else None
+        if data is None:
+            handler.reply(404, {"error": "not found"})
+        else:
+            handler.reply(200, body=data)
+
+    def _file_stream(self, record: RunRecord, request: dict[str, Any]) -> None:
+        files = request.get("files") or {}
+        for line in (files.get(_HISTORY_FILE) or {}).get("content") or []:
+            row = json.loads(line)
+            last = record.history[-1].get("_step") if record.history else None
+            step = row.get("_step")
+            if step is not None and last is not None and step <= last:
+                record.dropped_rows += 1
+            else:
+                record.history.append(row)
+        summary = (files.get(_SUMMARY_FILE) or {}).get("content") or []
+        if summary:
+            # Each post carries the whole summary, not a change to it.
+            record.summary = json.loads(summary[-1])
+        record.events.extend(
+            json.loads(line) for line in (files.get(_EVENTS_FILE) or {}).get("content") or []
+        )
+        output = files.get(_OUTPUT_FILE) or {}
+        # Console lines are rewritten in place (progress bars): place them by offset.
+        for index, line in enumerate(output.get("content") or [], start=output.get("offset", 0)):
+            record.output.extend([""] * (index + 1 - len(record.output)))
+            record.output[index] = line
+        record.uploaded.update(request.get("uploaded") or [])
+        if request.get("preempting"):
+            record.preempting = True
+        if request.get("complete"):
+            record.finished = True
+            record.exit_code = request.get("exitcode")
+
+    def _record(
+        self, entity: str | None, project: str | None, run_id: str, key: str | None
+    ) -> RunRecord:
+        """The run's record, created if new; the caller holds the lock."""
+        entity, project = entity or self.entity, project or DEFAULT_PROJECT
+        record = self._runs.get((entity, project, run_id))
+        if record is None:
+            storage_id = base64.b64encode(f"Run:v1:{run_id}:{project}:{entity}".encode()).decode()
+            record = RunRecord(entity, project, run_id, storage_id)
+            self._runs[entity, project, run_id] = record
+        if key is not None:
+            record.api_keys.add(key)
+        return record
+
+    def _find(self, entity: str | None, project: str | None, run_id: str) -> RunRecord | None:
+        return self._runs.get((entity or self.entity, project or DEFAULT_PROJECT, run_id))
+
+    # -- GraphQL ------------------------------------------------------------
+
+    _RESOLVERS: ClassVar[dict[str, str]] = {
+        "Viewer": "_viewer",
+        "GetViewer": "_viewer",
+        "GetDefaultEntity": "_viewer",
+        "viewer": "_viewer",
+        "ServerFeaturesQuery": "_server_features",
+        "ServerInfo": "_server_info",
+        "UpsertBucket": "_upsert_bucket",
+        "RunResumeStatus": "_run_resume_status",
+        "CreateRunFiles": "_create_run_files",
+        "MarkRunFilesUploaded": "_mark_run_files_uploaded",
+        "RunStoppedStatus": "_run_stopped_status",
+        "Run": "_public_run",
+    }
+
+    def _graphql(
+        self, operation: str, variables: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
+        with self._changed:
+            self.operations.append(operation)
+            resolver = self._RESOLVERS.get(operation)
+            if resolver is None:
+                if operation not in EMPTY_OPERATIONS:
+                    self.unknown_operations.append(operation)
+                return {"data": {}}
+            data = getattr(self, resolver)(variables, key)
+            self._changed.notify_all()
+        return {"data": data}
+
+    def _viewer(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        return {
+            "viewer": {
+                "id": base64.b64encode(f"User:{self.entity}".encode()).decode(),
+                "entity": self.entity,
+                "name": "Test User",
+                "username": "test",
+                "email": "test@example.com",
+                "admin": False,
+                "flags": "{}",
+                "deletedAt": None,
+                "apiKeys": {"edges": []},
+                "teams": {"edges": []},
+                "organizations": [],
+                "defaultEntity": {"id": "RW50aXR5OjE=", "name": self.entity},
+            }
+        }
+
+    def _server_features(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        # No optional feature: the client uses the plain code paths (no gzip etc.).
+        return {"serverInfo": {"features": []}}
+
+    def _server_info(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        return {"serverInfo": {"cliVersionInfo": {}, "latestLocalVersionInfo": None}}
+
+    def _upsert_bucket(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+        run_id = variables.get("name") or secrets.token_hex(4)
+        entity, project = variables.get("entity"), variables.get("project")
+        inserted = self._find(entity, project, run_id) is None
+        record = self._record(entity, project, run_id, key)
+        record.upserts += 1
+        if record.finished:
+            # A finished run upserted again is being resumed: it runs again.
+            record.finished, record.exit_code = False, None
+        # An upsert changes only the fields it names.
+        if variables.get("displayName") is not None:
+            record.name = variables["displayName"]
+        if variables.get("groupName") is not None:
+            record.group = variables["groupName"]
+        if variables.get("jobType") is not None:
+            record.job_type = variables["jobType"]
+        if variables.get("notes") is not None:
+            record.notes = variables["notes"]
+        if variables.get("tags") is not None:
+            record.tags = list(variables["tags"])
+        if variables.get("config") is not None:
+            stored = json.loads(variables["config"])
+            record.wandb_config = (stored.pop("_wandb", None) or {}).get("value") or {}
+            record.config = {k: v.get("value") for k, v in stored.items()}
+        if variables.get("summaryMetrics") is not None:
+            record.summary.update(json.loads(variables["summaryMetrics"]))
+        return {
+            "upsertBucket": {
+                "bucket": {
+                    "id": record.storage_id,
+                    "name": record.run_id,
+                    "displayName": record.name,
+                    "description": record.notes,
+                    "config": json.dumps(self._stored_config(record)),
+                    "sweepName": None,
+                    "project": {
+                        "id": base64.b64encode(f"Project:{record.project}".encode()).decode(),
+                        "name": record.project,
+                        "entity": {
+                            "id": base64.b64encode(f"Entity:{record.entity}".encode()).decode(),
+                            "name": record.entity,
+                        },
+                    },
+                    "historyLineCount": len(record.history),
+                },
+                "inserted": inserted,
+            }
+        }
+
+    @staticmethod
+    def _stored_config(record: RunRecord) -> dict[str, Any]:
+        """The config as W&B stores it: ``{key: {"value": v}}``, ``_wandb`` included."""
+        stored = {k: {"value": v} for k, v in record.config.items()}
+        if record.wandb_config:
+            stored["_wandb"] = {"value": record.wandb_config}
+        return stored
+
+    def _run_resume_status(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+        entity = variables.get("entity") or self.entity
+        project = variables.get("project") or DEFAULT_PROJECT
+        record = self._find(entity, project, variables.get("name") or "")
+        bucket = None
+        if record is not None:
+            record.api_keys.update([key] if key else [])
+            bucket = {
+                "id": record.storage_id,
+                "name": record.run_id,
+                "displayName": record.name,
+                # The client continues from the step after the tail's last
+                # `_step` (and the summary's), and from these line counts.
+                "historyLineCount": len(record.history),
+                "eventsLineCount": len(record.events),
+                "logLineCount": len(record.output),
+                "historyTail": json.dumps(
+                    [json.dumps(row) for row in record.history[-_TAIL_LINES:]]
+                ),
+                "eventsTail": json.dumps([json.dumps(row) for row in record.events[-_TAIL_LINES:]]),
+                "summaryMetrics": json.dumps(record.summary),
+                "config": json.dumps(self._stored_config(record)),
+                # Only the keys asked for (`wandbConfig(keys: ["t"])`); the
+                # client takes a run without "t" for one that never started.
+                "wandbConfig": json.dumps(
+                    {"t": record.wandb_config["t"]} if "t" in record.wandb_config else {}
+                ),
+                "tags": record.tags,
+                "notes": record.notes,
+            }
+        return {
+            "model": {
+                "id": base64.b64encode(f"Project:{project}".encode()).decode(),
+                "name": project,
+                "entity": {
+                    "id": base64.b64encode(f"Entity:{entity}".encode()).decode(),
+                    "name": entity,
+                },
+                "bucket": bucket,
+            }
+        }
+
+    def _create_run_files(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+        record = self._record(
+            variables.get("entity"), variables.get("project"), variables["run"], key
+        )
+        prefix = "/".join(
+            quote(part, safe="") for part in (record.entity, record.project, record.run_id)
+        )
+        return {
+            "createRunFiles": {
+                "runID": record.storage_id,
+                "uploadHeaders": [],
+                "files": [
+                    {"name": name, "uploadUrl": f"{self.url}/files/{prefix}/{quote(name)}"}
+                    for name in variables.get("files") or []
+                ],
+            }
+        }
+
+    def _mark_run_files_uploaded(
+        self, variables: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
+        record = self._record(
+            variables.get("entity"), variables.get("project"), variables["run"], key
+        )
+        record.uploaded.update(variables.get("files") or [])
+        return {"markRunFilesUploaded": {"success": True}}
+
+    def _run_stopped_status(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        record = self._find(
+            variables.get("entityName"), variables.get("projectName"), variables.get("runId") or ""
+        )
+        return {"project": {"run": None if record is None else {"stopped": False}}}
+
+    def _public_run(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """The public API's ``Run`` query (``wandb.Api().run(path)``)."""
+        record = self._find(variables.get("entity"), variables.get("project"), variables["name"])
+        if record is None:
+            return {"project": {"run": None}}
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created_at))
+        return {
+            "project": {
+                "run": {
+                    "projectId": "1",
+                    "id": record.storage_id,
+                    "name": record.run_id,
+                    "displayName": record.name,
+                    "tags": record.tags,
+                    "sweepName": None,
+                    "state": record.state,
+                    "config": json.dumps(self._stored_config(record)),
+                    "group": record.group,
+                    "jobType": record.job_type,
+                    "commit": None,
+                    "readOnly": False,
+                    "createdAt": created,
+                    "heartbeatAt": created,
+                    "description": record.notes,
+                    "notes": record.notes,
+                    "systemMetrics": "{}",
+                    "summaryMetrics": json.dumps(record.summary),
+                    "historyLineCount": len(record.history),
+                    "user": {"name": "Test User", "username": "test"},
+                    "historyKeys": None,
+                }
+            }
+        }
+
+
+def _operation_name(query: str) -> str:
+    """The operation's name, from the document text (wandb-core may not send operationName)."""
+    text = _COMMENT_RE.sub("", query)
+    if match := _OPERATION_RE.search(text):
+        return match.group(1)
+    if match := _FIRST_FIELD_RE.match(text):
+        return match.group(1)
+    return "<anonymous>"
+
+
+@pytest.fixture
+def wandb_server() -> Iterator[WandbServer]:
+    """A running :class:`WandbServer`, stopped after the test."""
+    with WandbServer() as server:
+        yield server
