@@ -88,3 +88,46 @@ def test_run_location_and_run_info_hooks(
     }
     recorded = sorted(out.read_text().split("\n")[:-1])
     assert recorded == sorted(f"{run_id} project-from-hook" for run_id in runs)
+
+
+#: A W&B host no `wandb login` has a key for (Ray's workers need the real HOME).
+_NO_LOGIN_HOST = "http://127.0.0.1:9"
+
+
+def _trial_key_on_a_worker(options: dict[str, str]) -> str | None:
+    """What a trial's process finds, in a fresh Ray task with no key of its own."""
+    import ray
+
+    @ray.remote(num_cpus=0, runtime_env={"env_vars": {"WANDB_BASE_URL": _NO_LOGIN_HOST}})
+    def find(options: dict[str, str]) -> str | None:
+        from tune_wandb import mixin
+
+        return mixin._trial_key(options)
+
+    return ray.get(find.remote(options))  # type: ignore[no-any-return]
+
+
+@pytest.mark.usefixtures("ray_session", "no_login")
+def test_trials_on_other_nodes_get_the_shared_key(tmp_path: Path) -> None:
+    import ray
+
+    import tune_wandb
+    from tune_wandb import keyshare
+
+    # A key file that only the driver's machine has.
+    missing = {"api_key_file": str(tmp_path / "only-on-the-driver")}
+    with pytest.raises(ray.exceptions.RayTaskError, match="share_api_key"):
+        _trial_key_on_a_worker(missing)
+    key_file = tmp_path / "key"
+    key_file.write_text("shared-by-the-driver\n")
+    tune_wandb.share_api_key(api_key_file=str(key_file))
+    try:
+        assert _trial_key_on_a_worker(missing) == "shared-by-the-driver"
+        # The node's own key file wins.
+        assert _trial_key_on_a_worker({"api_key_file": str(key_file)}) == "shared-by-the-driver"
+        tune_wandb.share_api_key(api_key="replaced")
+        assert _trial_key_on_a_worker({}) == "replaced"
+    finally:
+        ray.kill(keyshare._DRIVER_HANDLES.pop(ray.get_runtime_context().get_job_id()))
+    with pytest.raises(ValueError, match="found no W&B API key"):
+        tune_wandb.share_api_key()

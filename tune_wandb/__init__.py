@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tune_wandb.callback import WandbLoggerCallback
+    from tune_wandb.keyshare import share_api_key
     from tune_wandb.legacy import DEFAULT_LOGGERS, WandbLogger, loggers_to_callbacks, run
     from tune_wandb.mixin import WandbTrainableMixin, setup_wandb, wandb_mixin
 
@@ -34,6 +35,7 @@ __all__ = [
     "loggers_to_callbacks",
     "run",
     "setup_wandb",
+    "share_api_key",
     "wandb_mixin",
 ]
 __version__ = "0.1.0.dev0"
@@ -47,6 +49,7 @@ _PUBLIC = {
     "wandb_mixin": "tune_wandb.mixin",
     "WandbTrainableMixin": "tune_wandb.mixin",
     "setup_wandb": "tune_wandb.mixin",
+    "share_api_key": "tune_wandb.keyshare",
 }
 
 

@@ -232,11 +232,17 @@ def logged_in(environ: Mapping[str, str]) -> bool:
 
     Read without importing wandb, which the driver never needs.
     """
+    return netrc_key(environ) is not None
+
+
+def netrc_key(environ: Mapping[str, str]) -> str | None:
+    """The key ``wandb login`` stored for the W&B host in ``~/.netrc``, or None."""
     import netrc
     from urllib.parse import urlparse
 
     host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
     try:
-        return bool(host and netrc.netrc().authenticators(host))
+        entry = netrc.netrc().authenticators(host) if host else None
     except (OSError, netrc.NetrcParseError):
-        return False
+        return None
+    return entry[2] if entry and entry[2] else None

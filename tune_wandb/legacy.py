@@ -23,14 +23,17 @@ is set in the environment (tune-wandb never sets it for you).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
+from tune_wandb import _settings
 from tune_wandb._filters import WANDB_CONFIG_KEY
 from tune_wandb.callback import WandbLoggerCallback
+from tune_wandb.keyshare import share_api_key
 
 logger = logging.getLogger("tune_wandb")
 
@@ -179,6 +182,7 @@ def run(
         config, key = _take_key_out(config)
         if key is not None:
             _give_key(all_callbacks, key)
+        _share_key(config, key)
     tune_run: Callable[..., Any] = tune.run
     return tune_run(run_or_experiment, *args, callbacks=all_callbacks, config=config, **kwargs)
 
@@ -194,6 +198,20 @@ def _take_key_out(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
     )
     cleaned = {k: v for k, v in entry.items() if k != "api_key"}
     return {**config, WANDB_CONFIG_KEY: cleaned}, entry["api_key"]
+
+
+def _share_key(config: Mapping[str, Any], key: str | None) -> None:
+    """Online, share the driver's key with trials that start runs themselves (mixins)."""
+    entry = config.get(WANDB_CONFIG_KEY)
+    init_kwargs = dict(entry) if isinstance(entry, Mapping) else {}
+    if _settings.offline_or_disabled(init_kwargs, os.environ):
+        return
+    key_file = init_kwargs.get("api_key_file")
+    try:
+        share_api_key(api_key=key, api_key_file=None if key else key_file)
+    except (ValueError, OSError) as error:
+        # The callbacks check keys themselves; trials without one say so clearly.
+        logger.debug("tune-wandb: no key shared with the trials: %s", error)
 
 
 def _give_key(callbacks: list[Any], key: str) -> None:

@@ -26,6 +26,9 @@ logger = logging.getLogger("tune_wandb")
 #: The config key under which Tune hands a class trainable its trial's facts.
 _TRIAL_INFO = "__trial_info__"
 
+#: Keys Tune adds to a class trainable's config for ``Trainable.__init__``.
+_TUNE_PRIVATE_KEYS = frozenset({_TRIAL_INFO, "__stdout_file__", "__stderr_file__"})
+
 
 def wandb_mixin(func: F) -> F:
     """Start the trial's W&B run around a function trainable.
@@ -105,7 +108,7 @@ class WandbTrainableMixin:
             self._wandb_trial = TrialInfo.of_trial(
                 info.trial_id, info.trial_name, info.experiment_name, storage
             )
-            trial_config = {k: v for k, v in config.items() if k != _TRIAL_INFO}
+            trial_config = {k: v for k, v in config.items() if k not in _TUNE_PRIVATE_KEYS}
             self.wandb = start_trial_run(self._wandb_trial, trial_config)
         try:
             super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
@@ -407,14 +410,63 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     for name in ("console", "x_disable_stats", "x_disable_machine_info"):
         settings.pop(name, None)
     if not _settings.offline_or_disabled(init_kwargs, os.environ):
-        key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
-        key = key or os.environ.get(_settings.API_KEY_ENV_VAR)
+        key = _trial_key(options)
         if key:
             settings["api_key"] = key
     run = wandb.init(settings=wandb.Settings(**settings), **init_kwargs)
-    run.define_metric("training_iteration")
-    run.define_metric("*", step_metric="training_iteration")
+    # No step metric: the trial's code logs with wandb's own step, and rows
+    # without training_iteration would be plotted at 0.
     return run
+
+
+def _trial_key(options: dict[str, Any]) -> str | None:
+    """The key of a run started on this node (None: ``wandb login`` has one here).
+
+    The entry's ``api_key`` or ``api_key_file`` (if the file is on this node),
+    else ``WANDB_API_KEY``, else ``wandb login`` on this node, else the key the
+    driver shared (:func:`tune_wandb.share_api_key`).
+
+    Raises:
+        ValueError: no key anywhere, or both ``api_key`` and ``api_key_file``.
+    """
+    if "api_key" in options:
+        _warn_of_entry_key()
+    key_file = options.get("api_key_file")
+    try:
+        key = _settings.read_api_key(key_file, options.get("api_key"))
+    except FileNotFoundError:
+        key = None  # not on this node: another source may have it
+    if key:
+        return key
+    if os.environ.get(_settings.API_KEY_ENV_VAR):
+        return os.environ[_settings.API_KEY_ENV_VAR]
+    if _settings.logged_in(os.environ):
+        return None
+    from tune_wandb import keyshare
+
+    key = keyshare.shared_api_key()
+    if key:
+        return key
+    import socket
+
+    missing = f"the api_key_file {key_file!r} is not on it, " if key_file else ""
+    raise ValueError(
+        f"No W&B API key on node {socket.gethostname()}: {missing}WANDB_API_KEY is not set "
+        "and `wandb login` was not run there. Call tune_wandb.share_api_key() in the "
+        "driver before tune.run / Tuner.fit (tune_wandb.run does it for you), or set "
+        "WANDB_API_KEY on every node."
+    )
+
+
+@functools.cache
+def _warn_of_entry_key() -> None:
+    """Warn (once per process) that Ray stores a key written in the trial config."""
+    logger.warning(
+        'tune-wandb: an api_key in the trial config\'s "wandb" entry is stored by Ray in '
+        "params.json, params.pkl, result.json and the experiment state. Use api_key_file, "
+        "WANDB_API_KEY or tune_wandb.share_api_key() instead (tune_wandb.run takes it out "
+        "of the config for you)."
+    )
 
 
 def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
@@ -430,6 +482,26 @@ def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
         return
     _runfile.wait_for_exit_record(run_file, 30.0)
     _copy_to_storage(trial, run_dir)
+    _teardown_if_idle()
+
+
+def _teardown_if_idle() -> None:
+    """Stop this process's wandb-core when no run of it is left.
+
+    Tune kills a trial's actor without running ``atexit``, where wandb would
+    stop it; its broken connection then prints a traceback in the trial's log.
+    """
+    import wandb
+
+    try:
+        from wandb.sdk import wandb_setup
+
+        setup = wandb_setup._singleton
+        idle = setup is None or setup.most_recent_active_run is None
+    except Exception:  # a wandb without these private names: leave it to wandb
+        idle = False
+    if idle:
+        wandb.teardown()
 
 
 def _experiment_token(trial: TrialInfo) -> str:
