@@ -347,6 +347,11 @@ def test_checkpoints_uploaded_as_artifacts(storage: Path, tmp_path: Path) -> Non
     check_complete(run, 6)
     assert len(run.artifacts) == 2
     assert all(name.startswith("checkpoint_checkpointed_") for name in run.artifacts)
+    # Offline, the staged files that `wandb sync` will upload are kept inside
+    # the run directory, not in a per-user directory.
+    (run_dir,) = (storage / "ckpt").rglob("offline-run-*")
+    staged = [p.read_text() for p in (run_dir / "artifact-staging").rglob("*") if p.is_file()]
+    assert sorted(staged) == ["3", "6"]
 
 
 def test_dead_worker_is_replaced_and_the_run_continues(

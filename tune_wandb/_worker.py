@@ -182,6 +182,11 @@ class _Worker:
             kwargs["mode"] = "offline"
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
         run = self.wb
+        if run.offline:
+            # wandb stages artifact files in a per-user directory until they are
+            # uploaded; an offline run's must travel with the run (to storage,
+            # to the machine that runs `wandb sync`).
+            os.environ["WANDB_DATA_DIR"] = os.path.join(run.settings.sync_dir, _STAGING_DIR)
         if save_requirements:
             self._save_requirements(run)
         self._run_info_hook(run)
@@ -375,6 +380,10 @@ def _download(filesystem: Any, path: str) -> str:
     local = tempfile.mkdtemp(prefix="tune-wandb-ckpt-")
     pyarrow.fs.copy_files(path, local, source_filesystem=filesystem)
     return local
+
+
+#: Where an offline run's artifact files are staged, inside its run directory.
+_STAGING_DIR = "artifact-staging"
 
 
 def _artifact_safe(name: str) -> str:
