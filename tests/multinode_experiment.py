@@ -3,7 +3,8 @@
 ``python tests/multinode_experiment.py OUT_DIR`` starts a head node and a
 second node (``ray.cluster_utils.Cluster``) and runs two experiments whose
 trials can only be placed on the second node: one logged by
-``WandbLoggerCallback``, one by ``@wandb_mixin``. Their storage is a
+``WandbLoggerCallback``, one by ``@wandb_mixin`` (and a third, online, when
+``TEST_WANDB_KEY`` is set; the key is taken out of the environment first). Their storage is a
 filesystem that records, for every file written into it, the node and
 process that wrote it, so the test can tell how the runs reached storage.
 Writes ``OUT_DIR/facts.json``: the head and second node ids, each trial's
@@ -74,12 +75,24 @@ def mixin_rows(config: dict[str, Any]) -> None:
     train(config)
 
 
-def main(out: Path) -> None:
-    """Start the cluster, run both experiments, write the facts."""
+def _where(analysis: Any) -> dict[str, Any]:
+    return {
+        t.trial_id: {"node": t.last_result["node"], "pid": t.last_result["pid"]}
+        for t in analysis.trials
+    }
+
+
+def main(out: Path, key: str | None) -> None:
+    """Start the cluster, run the experiments, write the facts.
+
+    With ``key``, also a third, online experiment (``WANDB_BASE_URL`` must
+    name a W&B server that takes that key).
+    """
     import ray
     from ray import tune
     from ray.cluster_utils import Cluster
 
+    import tune_wandb
     from tune_wandb import WandbLoggerCallback
 
     cluster = Cluster(
@@ -109,10 +122,23 @@ def main(out: Path) -> None:
                 name=name,
                 verbose=0,
             )
-            trials[name] = {
-                t.trial_id: {"node": t.last_result["node"], "pid": t.last_result["pid"]}
-                for t in analysis.trials
-            }
+            trials[name] = _where(analysis)
+        if key is not None:
+            # Online, through tune_wandb.run: the key written in the config is
+            # taken out before Ray stores it and shared with the trials, whose
+            # node has no key of its own (no WANDB_API_KEY, no wandb login).
+            analysis = tune_wandb.run(
+                tune.with_resources(mixin_rows, {"cpu": 1, "second_node": 1}),
+                config={
+                    "x": tune.grid_search([1, 2]),
+                    "wandb": {"project": "multinode", "mode": "online", "api_key": key},
+                },
+                storage_path="experiments",
+                storage_filesystem=storage,
+                name="online",
+                verbose=0,
+            )
+            trials["online"] = _where(analysis)
         facts = {
             "head": ray.get_runtime_context().get_node_id(),
             "second": second.node_id,
@@ -130,4 +156,4 @@ if __name__ == "__main__":
     # the trainables and the filesystem by reference, not as __main__.
     import multinode_experiment
 
-    multinode_experiment.main(Path(sys.argv[1]))
+    multinode_experiment.main(Path(sys.argv[1]), os.environ.pop("TEST_WANDB_KEY", None))

@@ -10,14 +10,24 @@ from pathlib import Path
 
 import pytest
 from wandb_reader import find_runs, run_of_trial
+from wandb_server import WandbServer, make_api_key
 
 TESTS = Path(__file__).parent
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leftover_processes")
-def test_runs_of_trials_on_a_second_node_reach_storage(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+def test_runs_of_trials_on_a_second_node_reach_storage(
+    tmp_path: Path, wandb_server: WandbServer
+) -> None:
+    key = make_api_key()
+    wandb_server.require_key = key
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
+        "WANDB_BASE_URL": wandb_server.url,
+        "TEST_WANDB_KEY": key,
+    }
     subprocess.run(
         [sys.executable, str(TESTS / "multinode_experiment.py"), str(tmp_path)],
         env=env,
@@ -51,3 +61,17 @@ def test_runs_of_trials_on_a_second_node_reach_storage(tmp_path: Path) -> None:
             else:
                 # The trial's own process on the second node copied it.
                 assert (run_file["node"], run_file["pid"]) == (facts["second"], trial["pid"])
+    # Online: the mixin's trials on the second node logged with the key the
+    # driver shared, which Ray stored nowhere in the experiment.
+    online = facts["trials"]["online"]
+    assert len(online) == 2
+    for trial_id, trial in online.items():
+        assert trial["node"] == facts["second"]
+        (record,) = [r for r in wandb_server.runs() if r.run_id.startswith(f"{trial_id}-")]
+        assert record.finished and record.exit_code == 0
+        x = record.config["x"]
+        assert [row["score"] for row in record.history] == [x * i for i in range(20)]
+        assert record.api_keys == {key}
+    for path in (tmp_path / "bucket").rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
