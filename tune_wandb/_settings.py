@@ -227,6 +227,17 @@ def load_hook(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def base_url(settings: Mapping[str, Any] | None, environ: Mapping[str, str]) -> str:
+    """The W&B server runs talk to: ``settings["base_url"]``, ``WANDB_BASE_URL`` or W&B's.
+
+    Example:
+        >>> base_url(None, {"WANDB_BASE_URL": "http://127.0.0.1:8080"})
+        'http://127.0.0.1:8080'
+    """
+    url = (settings or {}).get("base_url") or environ.get("WANDB_BASE_URL")
+    return str(url or "https://api.wandb.ai")
+
+
 def logged_in(environ: Mapping[str, str]) -> bool:
     """Whether ``wandb login`` stored a key for the W&B host (in ``~/.netrc``).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import warnings
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _filters, _runfile, _settings
+from tune_wandb import _credentials, _filters, _runfile, _settings
 from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
 from tune_wandb._protocol import (
     EXIT_INTERRUPTED,
@@ -29,6 +31,9 @@ logger = logging.getLogger("tune_wandb")
 
 #: Ray Train's default sync timeout, which Ray's own callback also waits.
 DEFAULT_UPLOAD_TIMEOUT = 600
+
+#: Seconds the W&B server has to answer the key check before any trial starts.
+DEFAULT_KEY_CHECK_TIMEOUT = 10.0
 
 
 @dataclass(slots=True)
@@ -113,6 +118,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         image_kwargs: dict[str, Any] | None = None,
         log_system_metrics: bool = False,
         shared_service: bool = False,
+        key_check_timeout: float = DEFAULT_KEY_CHECK_TIMEOUT,
         **wandb_init_kwargs: Any,
     ) -> None:
         if api_key_file and api_key:
@@ -144,6 +150,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.image_kwargs = dict(image_kwargs or {})
         self.log_system_metrics = log_system_metrics
         self.shared_service = shared_service
+        self.key_check_timeout = key_check_timeout
         self.wandb_init_kwargs = wandb_init_kwargs
         self._init_runtime()
 
@@ -151,6 +158,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool = WorkerPool(shared_service=self.shared_service)
         self._trials: dict[str, _TrialLog] = {}
         self._keys: dict[tuple[Any, Any], str | None] = {}
+        self._checked: set[tuple[str, str]] = set()
         self._env: dict[str, str] = {}
         self._token: str | None = None
         self._restored_token: str | None = None
@@ -192,6 +200,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         # Read once: scanning the environment at every trial start costs the Tune loop.
         self._populate_run_location()
         self._env = _settings.wandb_env(os.environ)
+        _warn_if_debugging()
+        self._check_callback_key()
         project = _settings.resolve_project(self.project, os.environ)
         if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
             self._said_project = True
@@ -244,29 +254,91 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         else:
             source = (self.api_key_file, self.api_key)
         if source not in self._keys:
-            self._keys[source] = _settings.read_api_key(*source) or self._fallback_key()
+            key, checked, origin = self._find_key(*source)
+            self._check_key(checked, origin, init_kwargs)
+            self._keys[source] = key
         return self._keys[source]
 
-    def _fallback_key(self) -> str | None:
+    def _find_key(self, api_key_file: str | None, api_key: str | None) -> tuple[Any, str, str]:
+        """``(key for the worker, key to check, where it came from)``.
+
+        The worker's key is None when ``wandb login`` has it: wandb reads it there.
+        """
+        key = _settings.read_api_key(api_key_file, api_key)
+        if key:
+            return key, key, f"api_key_file {api_key_file!r}" if api_key_file else "api_key"
         if os.environ.get(_settings.API_KEY_ENV_VAR):
-            return os.environ[_settings.API_KEY_ENV_VAR]
-        if _settings.logged_in(os.environ):
-            return None
+            key = os.environ[_settings.API_KEY_ENV_VAR]
+            return key, key, "WANDB_API_KEY"
+        stored = _settings.netrc_key(os.environ)
+        if stored:
+            return None, stored, "`wandb login` (~/.netrc)"
         hook = os.environ.get(_settings.SETUP_API_KEY_HOOK)
         if hook:
             try:
-                return str(_settings.load_hook(hook)())
+                key = str(_settings.load_hook(hook)())
             except Exception:
                 logger.exception(
                     "tune-wandb: %s=%s failed to give an API key",
                     _settings.SETUP_API_KEY_HOOK,
                     hook,
                 )
+            else:
+                return key, key, _settings.SETUP_API_KEY_HOOK
         raise ValueError(
             "No W&B API key found for an online run. Pass api_key_file= to "
             'WandbLoggerCallback (or put it in the config\'s "wandb" entry), set '
             "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
         )
+
+    def _check_callback_key(self) -> None:
+        """Before any trial starts: check the callback's own key, when online.
+
+        Without one (the trials' ``"wandb"`` entries may carry theirs), the
+        check waits for the first trial that needs a key.
+        """
+        init_kwargs = dict(self.wandb_init_kwargs)
+        init_kwargs["settings"] = _settings.merge_settings(init_kwargs.get("settings"), False)
+        if _settings.offline_or_disabled(init_kwargs, os.environ):
+            return
+        source = (self.api_key_file, self.api_key)
+        try:
+            key, checked, origin = self._find_key(*source)
+        except ValueError:
+            return
+        self._check_key(checked, origin, init_kwargs)
+        self._keys[source] = key
+
+    def _check_key(self, key: str, origin: str, init_kwargs: dict[str, Any]) -> None:
+        """Ask the W&B server once whether ``key`` is good, within ``key_check_timeout``.
+
+        Raises:
+            ValueError: the server refused the key.
+        """
+        if self.key_check_timeout <= 0:
+            return
+        url = _settings.base_url(init_kwargs.get("settings"), os.environ)
+        fingerprint = (url, hashlib.sha256(key.encode()).hexdigest())
+        if fingerprint in self._checked:
+            return
+        check = _credentials.check_api_key(key, url, self.key_check_timeout)
+        if check.status is _credentials.KeyStatus.REJECTED:
+            raise ValueError(
+                f"W&B at {check.host} refused the API key from {origin} ({check.detail}). "
+                "Put a valid key there (https://wandb.ai/authorize, or your W&B server's "
+                "/authorize page), or log offline with WANDB_MODE=offline. No run was started."
+            )
+        self._checked.add(fingerprint)
+        if check.status is _credentials.KeyStatus.UNREACHABLE:
+            logger.warning(
+                "tune-wandb: could not check the W&B API key from %s with %s within %.0f s "
+                "(%s); going on. A worker that cannot reach W&B logs its run offline, to be "
+                "uploaded later with `wandb sync`.",
+                origin,
+                check.host,
+                self.key_check_timeout,
+                check.detail,
+            )
 
     def log_trial_start(self, trial: Trial) -> None:
         """Start the trial's worker, or keep the live one of a retried trial."""
@@ -409,6 +481,21 @@ def _exit_code_for(status: str | None) -> int:
     ended while the trial was still running.
     """
     return 1 if status == "ERROR" else EXIT_INTERRUPTED
+
+
+def _warn_if_debugging() -> None:
+    if os.environ.get("WANDB_DEBUG", "").lower() in ("", "0", "false", "no", "off"):
+        return
+    _warn_once_of_debug()
+
+
+@functools.cache
+def _warn_once_of_debug() -> None:
+    logger.warning(
+        "tune-wandb: WANDB_DEBUG is set: wandb-core writes the API key into each run's "
+        "debug-internal.log. Unset it unless you are debugging wandb itself, and do not "
+        "share those logs."
+    )
 
 
 def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:
