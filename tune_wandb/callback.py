@@ -96,6 +96,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             that one process ends every running trial's logging. Off by
             default, so that a crashing wandb-core takes one run down at most;
             see docs/performance.md for the figures.
+        key_check_timeout: online, seconds the W&B server has to answer the
+            check of the key, made once before any trial starts. A refused key
+            raises ``ValueError``; no answer in time is a warning, and the
+            experiment goes on. ``0`` skips the check.
         **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
             callback's own choices (``id``, ``name``, ``group``, ``dir``,
             ``mode``, ``settings``, ...).
@@ -137,6 +141,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
         if upload_timeout < 0:
             raise ValueError(f"upload_timeout must be >= 0 seconds, not {upload_timeout!r}")
+        if key_check_timeout < 0:
+            raise ValueError(
+                f"key_check_timeout must be >= 0 seconds (0: no check), not {key_check_timeout!r}"
+            )
         _settings.merge_settings(wandb_init_kwargs.get("settings"), log_system_metrics)
         self.project = project
         self.group = group
