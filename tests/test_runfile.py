@@ -45,3 +45,25 @@ def test_torn_file_is_read_up_to_the_tear(tmp_path: Path) -> None:
     assert _runfile.last_record(tmp_path / "missing.wandb") is None
     (tmp_path / "junk.wandb").write_bytes(b"not a run file")
     assert _runfile.last_record(tmp_path / "junk.wandb") is None
+
+
+def test_history_counter_reads_a_growing_file_in_steps(tmp_path: Path) -> None:
+    from wandb_reader import read_run_files
+
+    path = write_run(tmp_path, 2000)
+    data = path.read_bytes()
+    expected = len(read_run_files([path]).history)
+    assert expected == 2000
+    # The file as wandb-core writes it: appended in arbitrary steps, torn
+    # chunks in between; the count never runs ahead and ends exact.
+    growing = tmp_path / "growing.wandb"
+    counter = _runfile.HistoryCounter(growing)
+    assert counter.update() == 0
+    counts = []
+    for end in [*range(7, len(data), 7919), len(data)]:
+        growing.write_bytes(data[:end])
+        counts.append(counter.update())
+        assert counts[-1] <= len(read_run_files([growing]).history)
+    assert counts == sorted(counts)
+    assert counts[-1] == expected and counter.exited
+    assert _runfile.HistoryCounter(path).update() == expected

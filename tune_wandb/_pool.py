@@ -15,6 +15,7 @@ deadline, SIGTERM, SIGKILL; every process is reaped.
 from __future__ import annotations
 
 import _thread
+import collections
 import contextlib
 import logging
 import os
@@ -35,9 +36,11 @@ import cloudpickle
 
 from tune_wandb._protocol import (
     Batch,
+    Confirmed,
     FinishRun,
     LauncherError,
     LogRow,
+    Resend,
     RunFinished,
     RunStarted,
     ShutdownLauncher,
@@ -129,6 +132,17 @@ class _Sender:
         #: Messages put before the worker's socket exists wait in the queue.
         self.put: Callable[[Any], None] = self._queue.put
         self.error: BaseException | None = None
+        #: For warnings: the trial, and the keys already said to be unpicklable.
+        self.trial_name = ""
+        self.unpicklable: set[str] = set()
+        #: Rows and checkpoints sent and not yet confirmed in the run file, in order.
+        self.unconfirmed: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
+        #: The last :class:`Confirmed`: rows up to ``seq`` are in the run file,
+        #: which then held ``history`` history records.
+        self.confirmed = Confirmed(seq=0, history=0)
+        #: What could not be sent: the batch whose send failed.
+        self.unsent: tuple[Any, ...] = ()
+        self.stopped = threading.Event()
 
     def start(self, conn: Connection) -> None:
         """Start sending on ``conn``."""
@@ -136,6 +150,37 @@ class _Sender:
         # threading.Thread.start() waits until the new thread runs, milliseconds
         # on a busy machine; the low-level start returns at once.
         _thread.start_new_thread(self._run, ())
+
+    def _pickle(self, messages: tuple[Any, ...]) -> bytes:
+        try:
+            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # The filters pass only values that pickle, but for wandb media
+            # made by the user (a wandb.Table holding a lock): such a value is
+            # taken out of its row, in place, and the rest of the batch goes.
+            for message in messages:
+                self._make_picklable(message)
+            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _make_picklable(self, message: Any) -> None:
+        if isinstance(message, LogRow):
+            for part in (message.history, message.config or {}):
+                for key in list(part):
+                    try:
+                        pickle.dumps(part[key], protocol=pickle.HIGHEST_PROTOCOL)
+                    except Exception as exc:
+                        del part[key]
+                        if key not in self.unpicklable:
+                            self.unpicklable.add(key)
+                            logger.warning(
+                                "tune-wandb: trial %s: the value of %r cannot be pickled for "
+                                "the W&B worker (%r), so it is not logged (said once per trial).",
+                                self.trial_name,
+                                key,
+                                exc,
+                            )
+        for inner in getattr(message, "messages", ()):
+            self._make_picklable(inner)
 
     def _ready(self, message: Any) -> Any:
         if isinstance(message, RawResult):
@@ -153,6 +198,33 @@ class _Sender:
             self._loop()
         finally:
             self._clock.add_current_thread()
+            self.stopped.set()
+
+    def confirm(self, confirmed: Confirmed) -> None:
+        """The worker's word that rows up to ``confirmed.seq`` are on disk (monitor thread)."""
+        self.confirmed = confirmed
+        unconfirmed = self.unconfirmed
+        with contextlib.suppress(IndexError):
+            while unconfirmed[0].seq <= confirmed.seq:
+                unconfirmed.popleft()
+
+    def leftovers(self, timeout: float) -> tuple[list[Any], list[Any]]:
+        """After the worker died: ``(sent, not sent)``, in order, for its replacement.
+
+        ``sent`` are rows and checkpoints the dead worker was sent and did
+        not confirm; ``not sent`` is the rest, still raw. Waits up to
+        ``timeout`` for this sender's thread to stop.
+        """
+        self._queue.put(_StopSender())
+        self.stopped.wait(timeout)
+        sent = list(self.unconfirmed)
+        self.unconfirmed.clear()
+        rest = list(self.unsent)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                rest.append(self._queue.get_nowait())
+        rest = [m for m in rest if not isinstance(m, _StopSender)]
+        return sent, rest
 
     def _loop(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -183,12 +255,16 @@ class _Sender:
             if messages:
                 assert self._conn is not None
                 try:
-                    self._conn.send_bytes(
-                        pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
-                    )
+                    self._conn.send_bytes(self._pickle(messages))
                 except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                    # Kept for a replacement worker; the stop marker stays in
+                    # the queue's order with the rest.
                     self.error = exc
+                    self.unsent = messages
                     return
+                self.unconfirmed.extend(
+                    m for m in messages if isinstance(m, (LogRow, UploadCheckpoint))
+                )
             if done:
                 return
 
@@ -208,6 +284,7 @@ class WorkerHandle:
         #: The driver's end of the worker's socket, set by the pool's feeder thread.
         self.conn: Connection | None = None
         self.sender = _Sender(prepare, clock or ThreadClock())
+        self.sender.trial_name = trial_name
         self.pid: int | None = None
         self.exitcode: int | None = None
         self.started: RunStarted | None = None
@@ -217,7 +294,7 @@ class WorkerHandle:
         self.conn_open = False
         self.exited = threading.Event()
 
-    def put(self, message: RawResult | LogRow | UploadCheckpoint) -> None:
+    def put(self, message: RawResult | LogRow | UploadCheckpoint | Resend) -> None:
         """Queue a message for the worker; returns at once."""
         self.sender.put(message)
 
@@ -231,6 +308,14 @@ class WorkerHandle:
         if not self.finishing:
             self.finishing = True
             self.sender.put(FinishRun(exit_code))
+
+    @property
+    def run_file(self) -> str | None:
+        """The run file this worker writes, once its run started."""
+        started = self.started
+        if started is None:
+            return None
+        return os.path.join(started.run_dir, f"run-{started.run_id}.wandb")
 
     @property
     def run_dir(self) -> str | None:
@@ -480,6 +565,8 @@ class WorkerPool:
                 message.run_id,
                 where,
             )
+        elif isinstance(message, Confirmed):
+            handle.sender.confirm(message)
         elif isinstance(message, WorkerLog):
             logger.log(message.level, "tune-wandb: %s", message.message)
         elif isinstance(message, RunFinished):

@@ -112,6 +112,18 @@ class UploadCheckpoint:
 
 
 @dataclass(frozen=True)
+class Resend:
+    """Rows a dead worker was sent and had not confirmed, for its replacement.
+
+    The replacement counts the history records the dead worker's piece of the
+    run holds beyond the ``history`` it confirmed, skips that many rows here
+    (they landed), and logs the rest.
+    """
+
+    messages: tuple[LogRow | UploadCheckpoint, ...]
+
+
+@dataclass(frozen=True)
 class FinishRun:
     """The end marker: finish the run with ``exit_code``, then exit."""
 
@@ -122,7 +134,7 @@ class FinishRun:
 class Batch:
     """Messages sent together: the driver's sender thread batches what piled up."""
 
-    messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
+    messages: tuple[LogRow | UploadCheckpoint | Resend | FinishRun, ...]
 
 
 # --- worker -> driver -----------------------------------------------------
@@ -137,6 +149,18 @@ class RunStarted:
     url: str | None
     run_dir: str
     offline: bool
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """Rows up to ``seq`` are in the run file, which holds ``history`` history records.
+
+    Sent at most about once a second; the driver forgets those rows, and
+    keeps the rest to send again if the worker dies.
+    """
+
+    seq: int
+    history: int
 
 
 @dataclass(frozen=True)
@@ -182,3 +206,7 @@ class WorkerSetup:
     storage: StorageTarget | None = None
     image_kwargs: dict[str, Any] = field(default_factory=dict)
     video_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: A replacement worker's: the run file of the piece its dead predecessor
+    #: wrote, and how many history records of it the predecessor confirmed.
+    replaces: str | None = None
+    replaces_confirmed: int = 0

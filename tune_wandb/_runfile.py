@@ -59,6 +59,120 @@ def iter_payloads(data: bytes) -> Iterator[bytes]:
             return
 
 
+#: The Record field numbers of its ``record_type`` oneof (wandb_internal.proto).
+_HISTORY_FIELD = 2
+_RECORD_TYPE_FIELDS = frozenset(range(2, 14)) | {17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 100}
+
+
+def record_type_field(payload: bytes) -> int | None:
+    """The field number of a serialized Record's ``record_type``, read from its tags.
+
+    Walks the top-level fields without decoding them (no protobuf import):
+    a worker counts its history records about once a second.
+
+    Example:
+        >>> record_type_field(bytes([0x08, 0x05, 0x12, 0x00]))  # num=5, history={}
+        2
+    """
+    pos, end = 0, len(payload)
+    while pos < end:
+        tag, pos = _varint(payload, pos)
+        number, wire = tag >> 3, tag & 7
+        if number in _RECORD_TYPE_FIELDS:
+            return number
+        if wire == 0:
+            _, pos = _varint(payload, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(payload, pos)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        else:
+            return None
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+class HistoryCounter:
+    """Counts the history records of a growing run file, reading only what is new.
+
+    Example:
+        >>> counter = HistoryCounter("/nonexistent/run.wandb")
+        >>> counter.update()
+        0
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self.exited = False
+        self._pos = _HEADER_LEN
+        self._pending = bytearray()
+        self._checked_header = False
+
+    def update(self) -> int:
+        """Read the records written since the last call; returns the count so far."""
+        try:
+            with open(self.path, "rb") as f:
+                if not self._checked_header:
+                    if f.read(4) != _HEADER:
+                        return self.count
+                    self._checked_header = True
+                f.seek(self._pos)
+                data = f.read()
+        except OSError:
+            return self.count
+        base, pos = self._pos, 0
+        while pos + _CHUNK <= len(data):
+            room = _BLOCK - (base + pos) % _BLOCK
+            if room < _CHUNK:
+                pos += room
+                continue
+            crc, length, kind = struct.unpack_from("<IHB", data, pos)
+            if crc == 0 and length == 0 and kind == 0:
+                pos += room
+                continue
+            chunk = data[pos + _CHUNK : pos + _CHUNK + length]
+            if len(chunk) != length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+                break  # not written whole yet: read again from here next time
+            pos += _CHUNK + length
+            if kind == _FULL:
+                self._count(chunk)
+            elif kind == _FIRST:
+                self._pending = bytearray(chunk)
+            elif kind in (_MIDDLE, _LAST):
+                self._pending += chunk
+                if kind == _LAST:
+                    self._count(bytes(self._pending))
+                    self._pending = bytearray()
+        self._pos = base + pos
+        return self.count
+
+    def _count(self, payload: bytes) -> None:
+        try:
+            field = record_type_field(payload)
+        except ValueError:
+            return
+        if field == _HISTORY_FIELD:
+            self.count += 1
+        elif field == 18:
+            self.exited = True
+
+
 def last_record(path: str | Path) -> Any:
     """The last whole record of a run file, or None."""
     from wandb.proto import wandb_internal_pb2

@@ -9,6 +9,7 @@ Ctrl-C) and it ends its run by itself if the driver's process goes away.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -26,8 +27,10 @@ from tune_wandb import _filters, _runfile, _settings
 from tune_wandb._protocol import (
     EXIT_DRIVER_LOST,
     Batch,
+    Confirmed,
     FinishRun,
     LogRow,
+    Resend,
     RunFinished,
     RunStarted,
     UploadCheckpoint,
@@ -37,6 +40,12 @@ from tune_wandb._protocol import (
 
 #: How often a worker without pidfd support checks that its driver lives.
 _DRIVER_POLL_SECONDS = 1.0
+#: How often a worker tells the driver which rows are in its run file.
+_CONFIRM_SECONDS = 1.0
+#: A dead worker's piece is taken as complete once it has not grown for this
+#: long (wandb-core writes run files every second), or has its exit record.
+_QUIET_SECONDS = 3.0
+_QUIET_MAX_SECONDS = 30.0
 #: How long after ``wandb.finish`` a worker waits for wandb-core to write the
 #: end of the run file.
 _FILE_CLOSE_SECONDS = 30.0
@@ -113,6 +122,14 @@ class _Worker:
         self.rows = 0
         self.warned: set[str] = set()
         self.driver = _DriverWatch(setup.driver_pid)
+        #: Rows of a dead predecessor that landed in its piece after its last
+        #: confirmation: the first this many rows of its Resend are skipped.
+        self.skip = 0
+        #: Seqs of rows logged and not yet seen in the run file, in order.
+        self.logged: collections.deque[int] = collections.deque()
+        self.counter: _runfile.HistoryCounter | None = None
+        self.confirmed_history = 0
+        self.last_confirm = 0.0
 
     # -- messages to the driver --------------------------------------------
 
@@ -158,6 +175,12 @@ class _Worker:
     def _start_run(self) -> None:
         import wandb
 
+        if self.setup.replaces is not None:
+            # Before resuming: the dead worker's wandb-core may still be writing
+            # its piece (and uploading it, online).
+            landed = _wait_until_quiet(self.setup.replaces)
+            self.skip = max(0, landed - self.setup.replaces_confirmed)
+
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
         suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
@@ -182,6 +205,7 @@ class _Worker:
             kwargs["mode"] = "offline"
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
         run = self.wb
+        self.counter = _runfile.HistoryCounter(run.settings.sync_file)
         if run.offline:
             # wandb stages artifact files in a per-user directory until they are
             # uploaded; an offline run's must travel with the run (to storage,
@@ -228,6 +252,7 @@ class _Worker:
         waitables = [self.conn, *self.driver.waitables()]
         while True:
             ready = wait(waitables, timeout=_DRIVER_POLL_SECONDS)
+            self._confirm()
             if not ready:
                 if self.driver.gone():
                     return self._driver_lost()
@@ -243,10 +268,42 @@ class _Worker:
             for message in batch.messages:
                 if isinstance(message, FinishRun):
                     return message.exit_code
-                if isinstance(message, LogRow):
-                    self._log(message)
-                elif isinstance(message, UploadCheckpoint):
-                    self._upload_checkpoint(message)
+                if isinstance(message, Resend):
+                    self._resend(message)
+                else:
+                    self._handle(message)
+
+    def _handle(self, message: LogRow | UploadCheckpoint) -> None:
+        if isinstance(message, LogRow):
+            self._log(message)
+            self.logged.append(message.seq)
+        elif isinstance(message, UploadCheckpoint):
+            self._upload_checkpoint(message)
+
+    def _resend(self, message: Resend) -> None:
+        for sent in message.messages:
+            if isinstance(sent, LogRow) and self.skip > 0:
+                self.skip -= 1  # the dead worker's piece holds it
+                continue
+            self._handle(sent)
+
+    def _confirm(self) -> None:
+        """Tell the driver which rows are in the run file, about once a second.
+
+        The driver keeps every row it sent until then, to send again to a
+        replacement if this worker dies.
+        """
+        now = time.monotonic()
+        if not self.logged or self.counter is None or now - self.last_confirm < _CONFIRM_SECONDS:
+            return
+        self.last_confirm = now
+        count = self.counter.update()
+        seq = None
+        while self.confirmed_history < count and self.logged:
+            seq = self.logged.popleft()
+            self.confirmed_history += 1
+        if seq is not None:
+            self._send(Confirmed(seq=seq, history=count))
 
     def _driver_lost(self) -> int:
         self._say(logging.WARNING, "lost the Tune driver; finishing the run with what it has")
@@ -260,11 +317,17 @@ class _Worker:
                 run.config.update(message.config, allow_val_change=True)
             except Exception as exc:
                 self._warn_once("config", f"could not update the run config: {exc!r}")
-        failed = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
-        for key, reason in failed.items():
-            self._warn_once(
-                key, f"could not build W&B media from the array {key!r} ({reason!r}); skipped"
-            )
+        for key in _WANDB_OWN_KEYS:
+            if key in row:
+                del row[key]
+                self._warn_once(
+                    key,
+                    f"result key {key!r} is not logged: wandb ignores it or uses it for its own "
+                    "column (_step, _runtime, _timestamp, _wandb); rename it to log it",
+                )
+        notes = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
+        for key, note in notes.items():
+            self._warn_once(key, note)
         try:
             run.log(row)
         except Exception:
@@ -272,16 +335,29 @@ class _Worker:
         self.rows += 1
 
     def _log_keywise(self, row: dict[str, Any]) -> None:
-        good: dict[str, Any] = {}
+        """Log a row wandb refused key by key, into one history row as always.
+
+        Each key goes in its own ``log(commit=False)`` call, which encodes it
+        whole before it adds anything, so a key wandb refuses is left out and
+        the others land together when the row is committed.
+        """
+        run = self.wb
         for key, value in row.items():
             try:
-                _check_loggable(key, value)
+                run.log({key: value}, commit=False)
             except Exception as exc:
-                self._warn_once(key, f"wandb.log refused {key!r} ({exc!r}); skipped")
-            else:
-                good[key] = value
+                name = _utf8_key(key)
+                if name == key:
+                    self._warn_once(key, f"wandb.log refused {key!r} ({exc!r}); skipped")
+                    continue
+                try:
+                    run.log({name: value}, commit=False)
+                except Exception as again:
+                    self._warn_once(key, f"wandb.log refused {key!r} ({again!r}); skipped")
+                else:
+                    self._warn_once(key, f"key {key!r} is not valid UTF-8; logged as {name!r}")
         try:
-            self.wb.log(good)
+            run.log({}, commit=True)
         except Exception as exc:
             self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
 
@@ -365,11 +441,15 @@ def _piece_suffix(root: str | None, run_id: str | None) -> str | None:
     return f"part{len(pieces) + 1}" if pieces else None
 
 
-def _check_loggable(key: str, value: Any) -> None:
-    """Raise if wandb cannot turn ``value`` into a history value."""
-    from wandb.sdk.data_types.utils import history_dict_to_json
+#: Keys wandb keeps for itself: a result's ``_step`` and ``_runtime`` are
+#: ignored, its ``_timestamp`` replaces the row's time, its ``_wandb`` the
+#: summary's run facts, and an empty key is dropped without a word.
+_WANDB_OWN_KEYS = ("_step", "_runtime", "_timestamp", "_wandb", "")
 
-    history_dict_to_json(None, {key: value})
+
+def _utf8_key(key: str) -> str:
+    """``key`` with each lone surrogate (wandb cannot encode it) as U+FFFD, as in values."""
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in key)
 
 
 def _download(filesystem: Any, path: str) -> str:
@@ -384,6 +464,25 @@ def _download(filesystem: Any, path: str) -> str:
 
 #: Where an offline run's artifact files are staged, inside its run directory.
 _STAGING_DIR = "artifact-staging"
+
+
+def _wait_until_quiet(run_file: str) -> int:
+    """Wait until a dead worker's run file is complete; its history record count."""
+    counter = _runfile.HistoryCounter(run_file)
+    deadline = time.monotonic() + _QUIET_MAX_SECONDS
+    last_size, last_change = -1, time.monotonic()
+    while True:
+        counter.update()
+        try:
+            size = os.stat(run_file).st_size
+        except OSError:
+            size = -1
+        now = time.monotonic()
+        if size != last_size:
+            last_size, last_change = size, now
+        if counter.exited or now - last_change >= _QUIET_SECONDS or now >= deadline:
+            return counter.count
+        time.sleep(0.2)
 
 
 def _artifact_safe(name: str) -> str:

@@ -18,7 +18,9 @@ from tune_wandb import _credentials, _filters, _runfile, _settings
 from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
 from tune_wandb._protocol import (
     EXIT_INTERRUPTED,
+    FinishRun,
     LogRow,
+    Resend,
     StorageTarget,
     UploadCheckpoint,
     WorkerSetup,
@@ -353,9 +355,17 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state = self._trials.get(trial.trial_id)
         if state is not None and not state.ended and not state.handle.exited.is_set():
             return
-        self._start(trial)
+        self._start(trial, previous=state)
 
-    def _start(self, trial: Trial) -> _TrialLog:
+    def _start(self, trial: Trial, previous: _TrialLog | None = None) -> _TrialLog:
+        """Start the trial's worker; ``previous``: the trial's last one, if any.
+
+        A previous worker that died before finishing its run hands what it was
+        sent and did not confirm, and what it was never sent, to the new one,
+        which continues the same run.
+        """
+        if previous is not None and previous.handle.finished is not None:
+            previous = None  # finished cleanly: everything it was sent is on disk
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
         assert self._token is not None
@@ -396,6 +406,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             storage=storage,
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
+            replaces=previous.handle.run_file if previous is not None else None,
+            replaces_confirmed=(
+                previous.handle.sender.confirmed.history if previous is not None else 0
+            ),
         )
         splitter = _filters.Splitter(_filters.Rules(excludes, log_config))
         warned: set[str] = set()
@@ -418,6 +432,16 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
         state = _TrialLog(handle=handle, put=handle.put_nowait)
         self._trials[trial.trial_id] = state
+        if previous is not None:
+            state.seq = previous.seq
+            sent, rest = previous.handle.sender.leftovers(timeout=_HAND_OVER_SECONDS)
+            if sent:
+                handle.put(Resend(tuple(sent)))
+            for message in rest:
+                if isinstance(message, FinishRun):
+                    handle.finish(message.exit_code)
+                else:
+                    handle.put(message)
         return state
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
@@ -430,9 +454,23 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state = self._trials.get(trial.trial_id)
         if state is None or state.ended or state.handle.exited.is_set():
             # No worker yet, or its worker died: a new one resumes the same run.
-            state = self._start(trial)
+            state = self._start(trial, previous=state)
         state.seq += 1
         state.put(RawResult(state.seq, dict(result)))
+
+    def _replace_dead_workers(self, trials: list[Trial]) -> bool:
+        """Replace each worker that died before finishing its run; True if any was."""
+        replaced = False
+        for trial in trials:
+            state = self._trials.get(trial.trial_id)
+            if state is None or state.handle.stopped_by_us:
+                continue
+            if state.handle.exited.is_set() and state.handle.finished is None:
+                ended = state.ended
+                state = self._start(trial, previous=state)
+                state.ended = ended
+                replaced = True
+        return replaced
 
     def log_trial_save(self, trial: Trial) -> None:
         """Queue the trial's new checkpoint for upload as an artifact, if asked."""
@@ -453,17 +491,25 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         """Send the end marker (exit code 1 if the trial failed); returns at once."""
         state = self._trials.get(trial.trial_id)
         if state is not None:
+            if state.handle.exited.is_set() and state.handle.finished is None:
+                # Its worker died: a new one logs what it left, then finishes.
+                state = self._start(trial, previous=state)
             state.ended = True
             state.handle.finish(1 if failed else 0)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
         status = {t.trial_id: t.status for t in trials}
+        self._replace_dead_workers(trials)
         handles = self._pool.handles()
         for handle in handles:
             if not handle.finishing:
                 handle.finish(_exit_code_for(status.get(handle.worker_id)))
         pending = self._pool.wait(handles, self.upload_timeout)
+        if self._replace_dead_workers(trials):
+            # A worker died while finishing: its replacement finishes the run.
+            handles = self._pool.handles()
+            pending = self._pool.wait(handles, self.upload_timeout)
         for handle in pending:
             where = handle.run_dir or "the trial's directory"
             logger.error(
@@ -478,6 +524,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._trials.clear()
         self._keys.clear()
         self._token = None
+
+
+#: How long a dead worker's sender thread has to stop before its leftovers are taken.
+_HAND_OVER_SECONDS = 2.0
 
 
 def _exit_code_for(status: str | None) -> int:
