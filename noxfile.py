@@ -41,11 +41,14 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark side by side: no callback, tune-wandb, Ray's built-in callback.
 
-    Writes benchmarks/results/bench.{json,md} and puts the table into README.md.
-    Extra args go to benchmarks/bench.py (``nox -s bench -- --repeats 1``).
+    Writes benchmarks/results/bench.{json,md} and puts the table into README.md,
+    then measures the driver's memory with a stalled worker
+    (benchmarks/results/backlog.{json,md}). Extra args go to
+    benchmarks/bench.py (``nox -s bench -- --repeats 1``).
     """
     install(session, "bench")
     session.run("python", "benchmarks/bench.py", "--update-readme", *session.posargs)
+    session.run("python", "benchmarks/backlog.py")
 
 
 @nox.session

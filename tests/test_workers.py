@@ -237,3 +237,32 @@ def test_a_burst_larger_than_a_batch_lands_in_order(tmp_path: Path) -> None:
         pool.close()
     (run,) = find_runs(tmp_path).values()
     assert run.column("training_iteration") == list(range(1, 3001))
+
+
+def test_a_stalled_worker_backlog_is_spooled_and_delivered_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tune_wandb import _pool
+
+    monkeypatch.setattr(_pool, "_BACKLOG_IN_MEMORY", 200)
+    pool = WorkerPool()
+    try:
+        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
+        wait_for(lambda: handle.started is not None and handle.pid is not None)
+        os.kill(handle.pid, signal.SIGSTOP)  # a worker that cannot keep up at all
+        try:
+            put_rows(handle, 1, 20_001)
+            backlog = handle.sender.backlog
+            # The sender keeps taking results off the queue (what the socket's
+            # buffer does not hold); past the cap they go to disk.
+            wait_for(lambda: backlog.spooled > 10_000)
+            assert backlog.in_memory <= 2 * 200
+        finally:
+            os.kill(handle.pid, signal.SIGCONT)
+        handle.finish(0)
+        assert pool.wait([handle], timeout=120) == []
+        assert backlog.spooled_total > 10_000 and len(backlog) == 0
+    finally:
+        pool.close()
+    (run,) = find_runs(tmp_path).values()
+    assert run.column("training_iteration") == list(range(1, 20_001))

@@ -21,7 +21,9 @@ import logging
 import os
 import pickle
 import queue
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +36,7 @@ from typing import Any
 
 import cloudpickle
 
+from tune_wandb._backlog import Backlog
 from tune_wandb._protocol import (
     Batch,
     Confirmed,
@@ -57,12 +60,18 @@ logger = logging.getLogger("tune_wandb")
 
 #: The most messages a sender puts in one batch.
 _MAX_BATCH = 512
+#: The most messages a sender takes off its queue per round: more than a batch,
+#: so that the queue empties even while the worker takes nothing.
+_MAX_TAKE = 16 * _MAX_BATCH
 #: How long a sender lets messages pile up before it sends them. Batching
 #: spares the driver a thread wake-up, a pickle call and a socket write per
 #: result; a logging delay of this order is invisible in W&B.
 _LINGER_SECONDS = 0.1
 #: Empty polls (of _LINGER_SECONDS each) before a sender blocks until the next message.
 _IDLE_POLLS = 10
+#: The most messages of one run held in the driver's memory while its worker
+#: cannot keep up; the rest is spooled to a temporary file (see _backlog).
+_BACKLOG_IN_MEMORY = 4096
 #: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
 _STOP_STEP_SECONDS = 5.0
 
@@ -140,8 +149,12 @@ class _Sender:
         #: The last :class:`Confirmed`: rows up to ``seq`` are in the run file,
         #: which then held ``history`` history records.
         self.confirmed = Confirmed(seq=0, history=0)
-        #: What could not be sent: the batch whose send failed.
-        self.unsent: tuple[Any, ...] = ()
+        #: What the worker was not sent yet: filtered, in order; past
+        #: ``_BACKLOG_IN_MEMORY`` messages it is spooled to disk.
+        self.backlog = Backlog(_BACKLOG_IN_MEMORY, _MAX_BATCH, self._make_picklable)
+        #: The framed batch being written, what is left of it, and its messages.
+        self._out: memoryview = memoryview(b"")
+        self._out_messages: tuple[Any, ...] = ()
         self.stopped = threading.Event()
 
     def start(self, conn: Connection) -> None:
@@ -219,7 +232,10 @@ class _Sender:
         self.stopped.wait(timeout)
         sent = list(self.unconfirmed)
         self.unconfirmed.clear()
-        rest = list(self.unsent)
+        # A batch written in part never reached the worker whole.
+        rest = [*self._out_messages, *self.backlog.drain()]
+        self._out_messages, self._out = (), memoryview(b"")
+        self.backlog.close()
         with contextlib.suppress(queue.Empty):
             while True:
                 rest.append(self._queue.get_nowait())
@@ -227,46 +243,94 @@ class _Sender:
         return sent, rest
 
     def _loop(self) -> None:
+        assert self._conn is not None
+        # The sender's own descriptor for the same socket: it writes without
+        # blocking (MSG_DONTWAIT), so a worker that does not read never stops
+        # this thread from taking results off the queue into the backlog. The
+        # monitor thread reads the socket's other direction through the
+        # Connection, unaffected.
+        sock = socket.socket(fileno=os.dup(self._conn.fileno()))
+        try:
+            self._pump(sock)
+        finally:
+            sock.close()
+
+    def _pump(self, sock: socket.socket) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        backlog = self.backlog
         idle = 0
-        full = False
+        busy = False
         while True:
-            batch: list[Any] = []
-            if idle >= _IDLE_POLLS:
+            if self._out:
+                # The worker has not taken the last batch yet: wait until it
+                # can take more, or for the next batch's worth of time.
+                select.select([], [sock], [], _LINGER_SECONDS)
+            elif idle >= _IDLE_POLLS and not backlog:
                 # Nothing came for a while: block, so a paused trial costs nothing.
-                batch.append(get())
+                if not self._take(get()):
+                    return
                 idle = 0
-            elif not full:
+            elif not busy:
                 # Polling on a timer rather than blocking in get() means that a
                 # put() never wakes this thread: the Tune loop pays no thread
                 # wake-up, and this thread takes the GIL once per batch.
                 time.sleep(_LINGER_SECONDS)
+            taken = 0
             with contextlib.suppress(queue.Empty):
-                while len(batch) < _MAX_BATCH:
-                    batch.append(get_nowait())
-            # A full batch means more is waiting: send it without sleeping first.
-            full = len(batch) >= _MAX_BATCH
-            if not batch:
-                idle += 1
-                continue
-            done = any(isinstance(m, (FinishRun, _StopSender)) for m in batch)
-            ready = (self._ready(m) for m in batch if not isinstance(m, _StopSender))
-            messages = tuple(m for m in ready if m is not None)
-            if messages:
-                assert self._conn is not None
-                try:
-                    self._conn.send_bytes(self._pickle(messages))
-                except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-                    # Kept for a replacement worker; the stop marker stays in
-                    # the queue's order with the rest.
-                    self.error = exc
-                    self.unsent = messages
-                    return
-                self.unconfirmed.extend(
-                    m for m in messages if isinstance(m, (LogRow, UploadCheckpoint))
-                )
-            if done:
+                while taken < _MAX_TAKE:
+                    taken += 1
+                    if not self._take(get_nowait()):
+                        return
+            if not self._write(sock):
                 return
+            # More waiting (a full batch taken, or a backlog the worker can
+            # take now): go round without sleeping first.
+            busy = taken >= _MAX_TAKE or (bool(backlog) and not self._out)
+            idle = 0 if taken or self._out or backlog else idle + 1
+
+    def _take(self, message: Any) -> bool:
+        """Put a message from the queue into the backlog; False at a stop marker."""
+        if isinstance(message, _StopSender):
+            return False
+        ready = self._ready(message)
+        if ready is not None:
+            self.backlog.append(ready)
+        return True
+
+    def _write(self, sock: socket.socket) -> bool:
+        """Send what the worker can take now; False when this sender is done."""
+        while True:
+            if not self._out:
+                messages = tuple(self.backlog.take(_MAX_BATCH))
+                if not messages:
+                    return True
+                data = self._pickle(messages)
+                self._out = memoryview(_frame(data))
+                self._out_messages = messages
+            try:
+                sent = sock.send(self._out, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as exc:
+                # The worker is gone: what it did not get waits for its replacement.
+                self.error = exc
+                return False
+            self._out = self._out[sent:]
+            if self._out:
+                return True
+            messages, self._out_messages = self._out_messages, ()
+            self.unconfirmed.extend(
+                m for m in messages if isinstance(m, (LogRow, UploadCheckpoint))
+            )
+            if any(isinstance(m, FinishRun) for m in messages):
+                return False
+
+
+def _frame(data: bytes) -> bytes:
+    """``data`` framed as ``multiprocessing.connection.Connection.send_bytes`` frames it."""
+    if len(data) > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data
+    return struct.pack("!i", len(data)) + data
 
 
 class WorkerHandle:
