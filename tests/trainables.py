@@ -200,3 +200,77 @@ def train_v2_worker(config: dict[str, Any]) -> None:
     ray.train.report({"row": 4})
     if config.get("fail"):
         raise RuntimeError("worker failed on purpose")
+
+
+class FakeTensor:
+    """A torch-like tensor without torch: ``detach().cpu().numpy()`` gives its values."""
+
+    def __init__(self, values: Any) -> None:
+        self.values = np.asarray(values)
+
+    def detach(self) -> FakeTensor:
+        return self
+
+    def cpu(self) -> FakeTensor:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self.values
+
+
+class Opaque:
+    """An object with no loggable form."""
+
+
+def bad_input(config: dict[str, Any]) -> None:
+    """Report ``config["n"]`` results holding every kind of awkward value beside ``ok``."""
+    import datetime
+
+    rng = np.random.default_rng(0)
+    for i in range(config["n"]):
+        tune.report(
+            {
+                "ok": i,
+                "nan": float("nan"),
+                "inf": float("inf"),
+                "ninf": -float("inf"),
+                "none": None,
+                "text": "héllo ☃",
+                "flag": i % 2 == 0,
+                "deep": {"l2": {"l3": {"l4": {"l5": {"l6": i, "s": "six deep"}}}}},
+                "empty": {},
+                "list": [1, 2.5, None],
+                "tuple": (3, 4),
+                "arr0": np.array(2.5),
+                "arr1": np.arange(5),
+                "arr1_big": np.arange(100.0),
+                "arr2": np.ones((2, 3), dtype=np.int8),
+                "arr6": np.zeros((2,) * 6),
+                "f16_big": np.ones(40, dtype=np.float16),
+                "bool_big": np.arange(40) % 2 == 0,
+                "nan_big": np.r_[np.arange(40.0), np.nan, np.inf],
+                "image": rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8),
+                "chw": rng.integers(0, 255, size=(3, 8, 8), dtype=np.uint8),
+                "complex_arr": np.array([1 + 2j, 3j]),
+                "dates": np.array(["2024-01-02", "NaT"], dtype="datetime64[D]"),
+                "str_arr": np.array(["a", "b"]),
+                "obj_arr": np.array([1, "a", None], dtype=object),
+                "tensor": FakeTensor([0.5, 1.5]),
+                "tensor_scalar": FakeTensor(3.0),
+                "when": datetime.datetime(2024, 1, 2, 3, 4, 5),
+                "duration": datetime.timedelta(minutes=2),
+                "lambda": lambda: 1,
+                "opaque": Opaque(),
+                "key/with/slash": 1,
+                "key.with.dot": 2,
+                "key with space": 3,
+                "ключ ☃": 4,
+                "_step": 100,
+            }
+        )
+
+
+def many_keys(config: dict[str, Any]) -> None:
+    """Report ``config["n"]`` results of ``config["keys"]`` numbers each."""
+    for i in range(config["n"]):
+        tune.report({"ok": i, **{f"k{j:05d}": float(i + j) for j in range(config["keys"])}})

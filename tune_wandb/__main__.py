@@ -1,23 +1,54 @@
-"""Command line: ``python -m tune_wandb demo``."""
+"""Command line: ``python -m tune_wandb {demo,ls,sync}`` (also installed as ``tune-wandb``)."""
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch a ``tune_wandb`` subcommand."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: python -m tune_wandb demo [--dir DIR] [--epochs N]")
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
-    if command == "demo":
+    """Run a ``tune_wandb`` subcommand; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_wandb",
+        description="tune-wandb: log Ray Tune experiments to Weights & Biases.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "demo", help="run a small sweep logged offline into ./tune-wandb-demo/", add_help=False
+    )
+    ls = commands.add_parser("ls", help="list the W&B runs of a Tune experiment directory")
+    ls.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
+    sync = commands.add_parser(
+        "sync", help="upload the runs of a Tune experiment directory that are not uploaded yet"
+    )
+    sync.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "demo":
         from tune_wandb.demo import main as demo_main
 
         return demo_main(rest)
-    print(f"unknown command {command!r}; try: python -m tune_wandb demo", file=sys.stderr)
-    return 2
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from pathlib import Path
+
+    from tune_wandb import sync as local_runs
+
+    experiment = Path(args.experiment_dir)
+    if not experiment.is_dir():
+        print(f"tune-wandb: {experiment} is not a directory", file=sys.stderr)
+        return 2
+    if args.command == "ls":
+        runs = local_runs.find_local_runs(experiment)
+        if not runs:
+            print(f"No W&B runs under {experiment}.")
+            return 0
+        print(local_runs.format_table(runs, shutil.get_terminal_size().columns))
+        return 0
+    return 1 if local_runs.sync(experiment) else 0
 
 
 if __name__ == "__main__":

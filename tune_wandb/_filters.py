@@ -2,15 +2,23 @@
 
 Everything here is a pure function of its arguments, run on the Tune driver
 for every result, so it is written for speed: no wandb import, no copying of
-values, one pass over the keys. The only exception is :func:`arrays_to_media`,
-which the worker runs to turn image and video arrays into wandb media (building
-media costs far more than the driver may spend on a result).
+values, one pass over the keys. Plain numbers take the fast path; every other
+kind of value is looked at only after it, and whatever it is, it either gets
+a form that pickles and that wandb takes (see docs/bad-input.md) or is
+reported as dropped: nothing a user reports raises here. The only exception to
+"no wandb" is :func:`arrays_to_media`, which the worker runs to turn arrays
+into wandb media and histograms (that costs far more than the driver may
+spend on a result).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import enum
 import numbers
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +48,26 @@ WANDB_CONFIG_KEY = "wandb"
 #: Config entries that hold Tune machinery rather than hyperparameters.
 _CONFIG_DROPPED = frozenset({WANDB_CONFIG_KEY, "callbacks"})
 
-_PLAIN_NUMBERS = (int, float, bool)
 _PLAIN_SCALARS = frozenset({int, float, bool, str})
+#: Values that are JSON as they are: logged unchanged, inside lists too.
+_JSON_SCALARS = frozenset({int, float, bool, str, complex, type(None)})
 _MEDIA_DIMS = (3, 4, 5)
+#: wandb stores an array of at most this many elements as a list, a larger
+#: one as a histogram of this many bins.
+HISTOGRAM_ABOVE = 32
+#: How deep nested dicts and lists are followed; deeper (a dict that holds
+#: itself) is not loggable. Results nest a few levels at most.
+_MAX_DEPTH = 64
+#: Arrays in a config up to this size are kept as lists; larger ones as a repr.
+_CONFIG_ARRAY_SIZE = 1024
+#: The address in a default repr ("<Foo object at 0x7f...>"): it differs from
+#: run to run, so configs holding the same object would never compare equal.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_NO = object()
+
+
+class _UnloggableError(Exception):
+    """Internal: a value that has no history form."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +99,10 @@ class Split:
     """One result, split for W&B.
 
     Attributes:
-        history: the row for ``wandb.log``: numbers, size-1 arrays as Python
-            scalars, wandb media, and image/video arrays for the worker to build.
+        history: the row for ``wandb.log``: numbers, strings, None, lists,
+            size-1 arrays as Python scalars, other numeric arrays (image and
+            video arrays for the worker to build), and wandb media; see
+            :func:`history_value`.
         config: run config entries from this result (Tune's trial facts, and the
             trial config when ``log_config`` is on).
         dropped: flattened keys whose values cannot be logged as history.
@@ -106,52 +133,224 @@ def is_wandb_media(value: object) -> bool:
     return type(value).__module__.startswith("wandb.")
 
 
-def history_value(value: object) -> tuple[bool, Any]:  # noqa: PLR0911 - one return per kind
+def history_value(value: object) -> tuple[bool, Any]:
     """Decide whether ``value`` can go into a history row, and in what form.
 
-    Returns ``(True, value_to_log)`` or ``(False, None)``. Kept: numbers
-    (including NaN and infinities), bools, numpy scalars, size-1 numeric arrays
-    (as Python scalars), arrays of 3, 4 or 5 dims (images and videos, built by
-    the worker), wandb media and non-empty sequences of wandb media.
+    Returns ``(True, value_to_log)`` or ``(False, None)``; never raises. Kept
+    as they are: numbers (NaN and infinities too), bools, strings, None,
+    complex numbers, wandb media and lists of media. Converted: NumPy scalars
+    and size-1 arrays to Python scalars; other numeric arrays stay arrays
+    (images and videos for the worker, the rest for wandb: a list up to
+    :data:`HISTOGRAM_ABOVE` elements, a histogram above); arrays of strings,
+    objects, datetimes or complex numbers to lists; lists, tuples and sets of
+    such values to lists; tensors (``.detach().cpu().numpy()``) and other
+    array-likes (``__array__``) to arrays; ``Decimal`` and ``Fraction`` to
+    float; dates and times to ISO strings; ``timedelta`` to seconds; enum
+    members to their name; bytes to text; paths to strings. Anything else
+    (functions, classes, locks, generators, files, other objects) is not
+    loggable. See docs/bad-input.md.
+
+    Example:
+        >>> history_value(np.float32(0.5)), history_value("warmup")
+        ((True, 0.5), (True, 'warmup'))
+        >>> history_value((1, np.int64(2))), history_value(len)
+        ((True, [1, 2]), (False, None))
     """
-    if type(value) in _PLAIN_NUMBERS:
+    kind = type(value)
+    if kind in _JSON_SCALARS:
         return True, value
-    if isinstance(value, np.ndarray):
-        if value.size == 1 and value.dtype.kind in "biuf":
-            return True, value.item()
-        if value.ndim in _MEDIA_DIMS and value.size > 0 and value.dtype.kind in "biuf":
-            return True, value
+    try:
+        return True, _history_form(value)
+    except Exception:
+        # _UnloggableError, or whatever a user's object raised while being
+        # looked at: either way the value is reported as dropped.
         return False, None
-    if isinstance(value, (numbers.Number, np.bool_)) and not isinstance(value, complex):
-        if isinstance(value, np.generic):
-            return True, value.item()
-        return True, value
+
+
+def _history_form(value: Any) -> Any:  # noqa: PLR0911 - one return per kind
+    if isinstance(value, np.ndarray):
+        return _array_form(value)
+    if isinstance(value, np.generic):
+        kind = value.dtype.kind
+        if kind in "biu":
+            return value.item()
+        if kind == "f":
+            return float(value)  # item() keeps a longdouble a NumPy scalar
+        return _array_form(np.asarray(value))
     if is_wandb_media(value):
-        return True, value
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and len(value) > 0
-        and is_wandb_media(value[0])
-    ):
-        return True, list(value)
-    return False, None
+        return value
+    if isinstance(value, (list, tuple)):
+        if value and is_wandb_media(value[0]):
+            return list(value)
+        return _json_list(value, 0)
+    converted = _scalar_form(value)
+    if converted is not _NO:
+        return converted
+    if isinstance(value, (set, frozenset)):
+        return _json_list(value, 0)
+    array = _as_array(value)
+    if array is not None:
+        return _array_form(array)
+    raise _UnloggableError
 
 
-def flatten(mapping: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings, joining keys with ``"/"`` (keys made ``str``)."""
-    out: dict[str, Any] = {}
-    _flatten_into(out, mapping, prefix)
+def _array_form(array: np.ndarray) -> Any:
+    if type(array) is not np.ndarray:
+        array = np.asarray(array)  # subclasses (matrix, memmap) as plain arrays
+    kind = array.dtype.kind
+    if kind == "m":
+        # Durations in seconds, as numbers (NaT becomes NaN); years and months
+        # have no fixed length in seconds, so those are written out.
+        unit, _ = np.datetime_data(array.dtype)
+        if unit in ("Y", "M"):
+            array, kind = array.astype(str), "U"
+        else:
+            array, kind = array / np.timedelta64(1, "s"), "f"
+    if kind in "biuf":
+        if array.size == 1:
+            item = array.item()
+            return float(item) if kind == "f" else item
+        if kind == "f" and array.dtype.itemsize > 8:
+            return array.astype(np.float64)  # long doubles have no JSON or histogram form
+        return array
+    if kind == "M":
+        array = np.datetime_as_string(array)  # type: ignore[arg-type]
+    if array.ndim == 0:
+        return _json_leaf(array.item(), 0)
+    # Strings, objects, complex numbers, records: what each element becomes.
+    return _json_list(array.tolist(), 0)
+
+
+def _json_list(values: Iterable[Any], depth: int) -> list[Any]:
+    if depth > _MAX_DEPTH:
+        raise _UnloggableError
+    if isinstance(values, (set, frozenset)):
+        values = _sorted(values)
+    out = []
+    for item in values:
+        kind = type(item)
+        if kind in _JSON_SCALARS:
+            out.append(item)
+        elif kind is list or kind is tuple:
+            out.append(_json_list(item, depth + 1))
+        else:
+            out.append(_json_leaf(item, depth + 1))
     return out
 
 
-def _flatten_into(out: dict[str, Any], mapping: Mapping[Any, Any], prefix: str) -> None:
+def _json_leaf(value: Any, depth: int) -> Any:
+    """An element of a list (or a 0-dim array) in a form wandb stores as JSON."""
+    if type(value) in _JSON_SCALARS:
+        return value
+    if depth > _MAX_DEPTH:
+        raise _UnloggableError
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return _json_list(value, depth + 1)
+    if isinstance(value, Mapping):
+        return {_key_name(k): _json_leaf(v, depth + 1) for k, v in value.items()}
+    converted = _scalar_form(value)
+    if converted is not _NO:
+        return converted
+    array = _as_array(value)
+    if array is None:
+        raise _UnloggableError
+    form = _array_form(array)
+    return form.tolist() if isinstance(form, np.ndarray) else form
+
+
+def _scalar_form(value: Any) -> Any:  # noqa: PLR0911 - one return per kind
+    """A scalar's JSON-friendly form, or ``_NO``; wandb would store most as strings."""
+    if isinstance(value, int):  # subclasses: IntEnum, IntFlag
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the text itself, whatever __str__ a subclass has
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Number):
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) or not isinstance(value, numbers.Complex):
+            return float(value)  # type: ignore[arg-type]  # Fraction, Decimal: plotted as numbers
+        return complex(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        return path if isinstance(path, str) else path.decode("utf-8", "backslashreplace")
+    return _NO
+
+
+_TENSOR_METHODS = ("detach", "cpu", "numpy")
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    """A tensor or array-like as a NumPy array; None for anything else.
+
+    Looked up on the type, so that an object's ``__getattr__`` is not called
+    and a class is not taken for one of its instances. A tensor is told by
+    ``detach``, ``cpu`` and ``numpy`` together: ``detach`` alone is also a
+    method of text files, which it would break.
+    """
+    kind = type(value)
+    if isinstance(value, type):
+        return None
+    if all(callable(getattr(kind, name, None)) for name in _TENSOR_METHODS):
+        # A torch tensor (or alike), without importing torch.
+        tensor = value.detach().cpu()
+        try:
+            return np.asarray(tensor.numpy())
+        except Exception:
+            # bfloat16 and other dtypes NumPy lacks.
+            return np.asarray(tensor.float().numpy())
+    if hasattr(kind, "__array__"):
+        return np.asarray(value)
+    return None
+
+
+def _sorted(values: Iterable[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except Exception:
+        return list(values)
+
+
+def flatten(mapping: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings, joining keys with ``"/"`` (keys made ``str``).
+
+    Mappings nested deeper than 64 levels (one that holds itself) are left as
+    values. A key that comes twice (``{"a/b": 1, "a": {"b": 2}}``) keeps the
+    later value.
+    """
+    out: dict[str, Any] = {}
+    _flatten_into(out, mapping, prefix, 0)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], mapping: Mapping[Any, Any], prefix: str, depth: int) -> None:
     for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            _flatten_into(out, value, f"{name}/")
+        name = f"{prefix}{key}" if type(key) is str else f"{prefix}{_key_name(key)}"
+        if isinstance(value, Mapping) and depth < _MAX_DEPTH:
+            _flatten_into(out, value, f"{name}/", depth + 1)
         else:
             out[name] = value
+
+
+def _key_name(key: Any) -> str:
+    """A result key as a string; never raises."""
+    if type(key) is str:
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return f"<{type(key).__name__} key>"
 
 
 def split_result(result: Mapping[str, Any], rules: Rules) -> Split:
@@ -162,15 +361,15 @@ def split_result(result: Mapping[str, Any], rules: Rules) -> Split:
         rules: the trial's filtering rules.
 
     Example:
-        >>> s = split_result({"loss": 0.5, "done": False, "pid": 7, "msg": "hi"}, Rules())
+        >>> s = split_result({"loss": 0.5, "done": False, "pid": 7, "fn": len}, Rules())
         >>> s.history, s.config, s.dropped
-        ({'loss': 0.5}, {'pid': 7}, ['msg'])
+        ({'loss': 0.5}, {'pid': 7}, ['fn'])
     """
     split = Split()
     history, config, dropped = split.history, split.config, split.dropped
     excluded = rules.excluded
     for raw_key, value in result.items():
-        key = str(raw_key)
+        key = _key_name(raw_key)
         if key in NEVER_LOGGED or excluded(key):
             continue
         if key == "config":
@@ -181,10 +380,7 @@ def split_result(result: Mapping[str, Any], rules: Rules) -> Split:
             config[key] = _config_value(value)
             continue
         if isinstance(value, Mapping):
-            for sub, subvalue in flatten(value, f"{key}/").items():
-                if excluded(sub):
-                    continue
-                _add_history(history, dropped, sub, subvalue)
+            _add_mapping(history, dropped, key, value, rules)
             continue
         _add_history(history, dropped, key, value)
     return split
@@ -196,6 +392,21 @@ def _add_history(history: dict[str, Any], dropped: list[str], key: str, value: o
         history[key] = logged
     else:
         dropped.append(key)
+
+
+def _add_mapping(
+    history: dict[str, Any], dropped: list[str], key: str, value: Mapping[Any, Any], rules: Rules
+) -> None:
+    try:
+        flat = flatten(value, f"{key}/")
+    except Exception:
+        # A mapping whose items() raises: its key is reported, the row goes on.
+        dropped.append(key)
+        return
+    excluded = rules.excluded
+    for sub, subvalue in flat.items():
+        if not excluded(sub):
+            _add_history(history, dropped, sub, subvalue)
 
 
 _SKIP, _HISTORY, _AUTO, _CONFIG = range(4)
@@ -220,11 +431,12 @@ class Splitter:
         ({'loss': 0.4}, None, None)
     """
 
-    __slots__ = ("_keys", "_last_config", "_plan", "_sent", "_sent_raw", "rules")
+    __slots__ = ("_keys", "_last_config", "_names", "_plan", "_sent", "_sent_raw", "rules")
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._keys: tuple[Any, ...] = ()
+        self._names: tuple[str, ...] = ()
         self._plan: tuple[int, ...] = ()
         self._sent: dict[str, Any] = {}
         self._sent_raw: dict[str, Any] = {}
@@ -253,21 +465,20 @@ class Splitter:
         if keys != self._keys:
             # Results of a trial nearly always carry the same keys in the same
             # order: route them once, then walk the plan beside the values.
+            # Keys are made strings here, once (wandb takes no other keys).
             self._keys = keys
-            self._plan = tuple(self._route(k if type(k) is str else str(k)) for k in keys)
+            self._names = tuple(_key_name(k) for k in keys)
+            self._plan = tuple(self._route(k) for k in self._names)
         sent_raw = self._sent_raw
-        for key, route, value in zip(keys, self._plan, result.values(), strict=True):
+        for key, route, value in zip(self._names, self._plan, result.values(), strict=True):
             if route == _HISTORY:
                 kind = type(value)
                 if kind is float or kind is int or kind is bool:
                     history[key] = value
                 elif isinstance(value, Mapping):
-                    excluded = self.rules.excluded
-                    for sub, subvalue in flatten(value, f"{key}/").items():
-                        if not excluded(sub):
-                            _add_history(history, dropped, sub, subvalue)
+                    _add_mapping(history, dropped, key, value, self.rules)
                 else:
-                    _add_history(history, dropped, str(key), value)
+                    _add_history(history, dropped, key, value)
             elif route == _AUTO:
                 last = sent_raw.get(key, _MISSING)
                 if type(last) is type(value) and type(value) in _PLAIN_SCALARS and last == value:
@@ -305,72 +516,146 @@ class Splitter:
 
 
 def clean_config(config: Mapping[Any, Any], excludes: Sequence[str] = ()) -> dict[str, Any]:
-    """The trial config as it is logged to W&B.
+    """The trial config as it is logged to W&B; never raises.
 
     Drops the ``"wandb"`` entry (it may hold an API key) and Tune's
     ``"callbacks"``, drops ``excludes`` (exact keys or ``"/"``-prefixes of the
-    flattened names), and replaces every value that is not plain data (numbers,
-    strings, None, numpy values, and lists, tuples and dicts of those) by its
-    ``repr``, so that functions, classes, locks or open files in a config can
-    neither break pickling nor reach W&B as objects.
+    flattened names), and keeps plain data (numbers, strings, None, NumPy
+    values, arrays up to 1024 elements, and lists, tuples, sets and dicts of
+    those). Everything else becomes text, so that functions, classes, locks or
+    open files in a config can neither break pickling nor reach W&B as
+    objects: a function, class or method its ``module.qualname``, any other
+    object its ``repr`` without the memory address (so that the same object
+    gives the same text in every run). Dates, paths, enums, ``Decimal`` and
+    tensors are converted as in the history (see :func:`history_value`).
 
     Example:
-        >>> clean_config({"lr": 0.1, "wandb": {"api_key": "k"}, "fn": len})
-        {'lr': 0.1, 'fn': '<built-in function len>'}
+        >>> clean_config({"lr": 0.1, "wandb": {"api_key": "k"}, "fn": len, "cls": dict})
+        {'lr': 0.1, 'fn': 'builtins.len', 'cls': 'builtins.dict'}
     """
     rules = Rules(excludes=tuple(excludes))
-    return {
-        str(k): _config_value(v, f"{k}/", rules)
-        for k, v in config.items()
-        if k not in _CONFIG_DROPPED and not rules.excluded(str(k))
-    }
+    cleaned = {}
+    for k, v in config.items():
+        name = _key_name(k)
+        if name not in _CONFIG_DROPPED and not rules.excluded(name):
+            cleaned[name] = _config_value(v, f"{name}/", rules)
+    return cleaned
 
 
-def _config_value(value: Any, prefix: str = "", rules: Rules | None = None) -> Any:  # noqa: PLR0911
-    if value is None or type(value) in (int, float, bool, str):
+def _config_value(value: Any, prefix: str = "", rules: Rules | None = None, depth: int = 0) -> Any:
+    if value is None or type(value) in _PLAIN_SCALARS:
         return value
+    try:
+        return _config_form(value, prefix, rules, depth)
+    except Exception:
+        return _readable(value)
+
+
+def _config_form(value: Any, prefix: str, rules: Rules | None, depth: int) -> Any:  # noqa: PLR0911
+    if depth > _MAX_DEPTH:
+        return _readable(value)
     if isinstance(value, Mapping):
-        return {
-            str(k): _config_value(v, f"{prefix}{k}/", rules)
-            for k, v in value.items()
-            if rules is None or not rules.excluded(f"{prefix}{k}")
-        }
-    if isinstance(value, (list, tuple)):
-        return [_config_value(v, prefix, rules) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray) and value.size <= 1024 and value.dtype.kind in "biufU":
-        return value.tolist()
-    if isinstance(value, (numbers.Number, str)) and not isinstance(value, complex):
-        return value
-    return repr(value)
+        out = {}
+        for k, v in value.items():
+            name = _key_name(k)
+            if rules is None or not rules.excluded(f"{prefix}{name}"):
+                out[name] = _config_value(v, f"{prefix}{name}/", rules, depth + 1)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = _sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [_config_value(v, prefix, rules, depth + 1) for v in items]
+    if isinstance(value, type) or callable(value):
+        qualified = _qualified_name(value)
+        if qualified is not None:
+            return qualified
+    array = value if isinstance(value, (np.ndarray, np.generic)) else None
+    if array is None:
+        converted = _scalar_form(value)
+        if converted is not _NO:
+            return converted
+        array = _as_array(value)
+    if array is not None and np.size(array) <= _CONFIG_ARRAY_SIZE:
+        form = _array_form(np.asarray(array))
+        return form.tolist() if isinstance(form, np.ndarray) else form
+    return _readable(value)
+
+
+def _qualified_name(value: Any) -> str | None:
+    """``module.qualname`` of a function, class or method; None for other callables."""
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    return None
+
+
+def _readable(value: Any) -> str:
+    """``repr(value)`` without memory addresses; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__} object>"
+    return _ADDRESS.sub("", text)
 
 
 def arrays_to_media(
     history: dict[str, Any],
     image_kwargs: Mapping[str, Any] | None = None,
     video_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, Exception]:
-    """Turn the image and video arrays of a history row into wandb media, in place.
+) -> dict[str, str]:
+    """Turn the arrays of a history row into what wandb logs, in place.
 
     Runs in the worker. A 3-dim array becomes a ``wandb.Image``, a 4-dim one a
     list of images (one image when N = 1), a 5-dim one a list of videos (one
-    video when N = 1). Returns the keys whose media could not be built, with
-    the reason; they are removed from the row.
+    video when N = 1). Other arrays are left to wandb, which stores up to
+    :data:`HISTOGRAM_ABOVE` elements as a list and larger arrays as a
+    histogram; those wandb cannot histogram are made ready here (bools counted
+    as 0 and 1, NaN and infinities left out of the counts). An array whose
+    media cannot be built is logged as those arrays are.
+
+    Returns, by key, what had to be done otherwise, for a warning.
     """
     import wandb
 
-    failed: dict[str, Exception] = {}
+    notes: dict[str, str] = {}
     for key, value in history.items():
         if not isinstance(value, np.ndarray):
             continue
-        try:
-            history[key] = _media(wandb, value, image_kwargs or {}, video_kwargs or {})
-        except Exception as exc:
-            failed[key] = exc
-    for key in failed:
-        del history[key]
-    return failed
+        if value.ndim in _MEDIA_DIMS and value.size > 0:
+            try:
+                history[key] = _media(wandb, value, image_kwargs or {}, video_kwargs or {})
+                continue
+            except Exception as exc:
+                notes[key] = (
+                    f"could not build W&B media from the {value.ndim}-dim array {key!r} "
+                    f"of shape {value.shape} ({exc!r}); logged as a plain array instead "
+                    f"(a histogram above {HISTOGRAM_ABOVE} values)"
+                )
+        if value.size > HISTOGRAM_ABOVE:
+            history[key], note = _histogram_ready(wandb, key, value)
+            if note and key not in notes:
+                notes[key] = note
+    return notes
+
+
+def _histogram_ready(wandb: Any, key: str, array: np.ndarray) -> tuple[Any, str | None]:
+    """An array wandb will histogram, or a histogram made here when wandb would fail."""
+    if array.dtype.kind == "b":
+        # wandb's histogram converts bools itself, with a RuntimeWarning.
+        return array.astype(np.uint8), None
+    if array.dtype.kind != "f":
+        return array, None
+    finite = np.isfinite(array)
+    if finite.all():
+        return array, None
+    # NumPy cannot bin NaN or infinities: wandb.log would refuse the array.
+    values = array[finite]
+    counts = np.histogram(values, bins=HISTOGRAM_ABOVE)
+    note = (
+        f"the array {key!r} holds NaN or infinite values; its histogram counts "
+        f"its finite values only ({values.size} of {array.size})"
+    )
+    return wandb.Histogram(np_histogram=counts), note
 
 
 def _media(

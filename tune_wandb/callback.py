@@ -422,8 +422,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 if key not in warned:
                     warned.add(key)
                     logger.warning(
-                        "tune-wandb: trial %s: result key %r is not a number, array or wandb "
-                        "media, so it is not logged to the W&B history (said once per trial).",
+                        "tune-wandb: trial %s: result key %r holds a value W&B cannot log (an "
+                        "object, function, lock, ...; see docs/bad-input.md), so it is left out "
+                        "of the history; the rest of the row is logged (said once per trial).",
                         name,
                         key,
                     )

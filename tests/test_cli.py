@@ -1,0 +1,93 @@
+"""``python -m tune_wandb ls`` and ``sync``, against the W&B test server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_workers import make_setup
+from wandb_server import WandbServer
+
+from tune_wandb._pool import WorkerPool
+from tune_wandb._protocol import LogRow
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+def write_piece(trial_dir: Path, run_id: str, rows: range) -> None:
+    """One piece of an offline run, as a worker writes it (a second one resumes)."""
+    pool = WorkerPool()
+    try:
+        handle = pool.spawn(run_id, run_id, make_setup(trial_dir, run_id))
+        for i in rows:
+            handle.put(LogRow(i, {"training_iteration": i, "loss": 1 / i}))
+        handle.finish(0)
+        assert pool.wait([handle], timeout=60) == []
+    finally:
+        pool.close()
+
+
+def tune_wandb_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tune_wandb", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_ls_and_sync_upload_each_run_once_pieces_in_order(
+    tmp_path: Path, wandb_server: WandbServer
+) -> None:
+    experiment = tmp_path / "experiment"
+    # Trial a's run was resumed (two pieces); trial b's has one.
+    write_piece(experiment / "trial_a", "run-a", range(1, 6))
+    write_piece(experiment / "trial_a", "run-a", range(6, 11))
+    write_piece(experiment / "trial_b", "run-b", range(1, 4))
+
+    listing = tune_wandb_cli("ls", str(experiment), env={"COLUMNS": "200"})
+    lines = listing.splitlines()
+    assert lines[0].split()[:4] == ["trial", "run", "id", "rows"]
+    row_a = next(line for line in lines if line.startswith("trial_a"))
+    assert row_a.split()[:5] == ["trial_a", "run-a", "10", "no", "(offline)"]
+    assert "loss=0.1" in row_a and "training_iteration=10" in row_a
+    assert next(line for line in lines if line.startswith("trial_b")).split()[2] == "3"
+
+    online = {**wandb_server.env(), "WANDB_CONFIG_DIR": str(tmp_path / "config")}
+    report = tune_wandb_cli("sync", str(experiment), env=online)
+    assert "2 W&B run(s)" in report and "2 to upload" in report
+    assert "[1/2] trial_a (run run-a, 2 pieces): uploaded" in report
+    assert "Uploaded 2 run(s), 0 failed, 0 skipped." in report
+    a = wandb_server.run("run-a")
+    # The pieces went up in order, as one run whose steps go on.
+    assert [row["training_iteration"] for row in a.history] == list(range(1, 11))
+    assert a.dropped_rows == 0
+    assert [row["training_iteration"] for row in wandb_server.run("run-b").history] == [1, 2, 3]
+
+    again = tune_wandb_cli("sync", str(experiment), env=online)
+    assert "0 to upload, 2 already uploaded" in again
+    assert len(wandb_server.run("run-a").history) == 10
+    assert "yes" in tune_wandb_cli("ls", str(experiment)).splitlines()[1].split()
+
+
+def test_console_script_and_usage_errors(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "tune-wandb"
+    assert script.exists(), "the tune-wandb console script is installed with the package"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "sync" in proc.stdout and "ls" in proc.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "tune_wandb", "ls", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+    assert "No W&B runs" in tune_wandb_cli("ls", str(tmp_path))
