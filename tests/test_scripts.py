@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -70,10 +71,19 @@ def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
     proc = run_user_code(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SCRIPT-DONE" in proc.stdout
-    assert "wandb:" not in proc.stdout + proc.stderr  # the workers' banners are silenced
+    # The workers' banners are silenced ("wandb: ..."; tune-wandb's own lines stay).
+    assert not re.search(r"(?m)^wandb:", proc.stdout + proc.stderr)
     assert len(marker.read_text().splitlines()) == 1
     runs = find_runs(storage / "script")
     assert len(runs) == 4
+    # The terminal: a line per run as it starts, where it is; one table at the end.
+    for run_id in runs:
+        (line,) = [x for x in proc.stderr.splitlines() if f"({run_id})" in x]
+        assert line.startswith("tune-wandb: W&B run train_") and "offline-run-" in line
+    table = proc.stderr[proc.stderr.index("tune-wandb: 4 W&B runs") :].splitlines()
+    assert table[1].split() == ["trial", "run", "id", "rows", "status"]
+    assert all(line.split()[2:4] == ["200", "finished,"] for line in table[2:6])
+    assert table[7] == f"  python -m tune_wandb sync {storage / 'script'}"
     for run in runs.values():
         assert run.column("training_iteration") == list(range(1, 201))
         assert run.exit_code == 0
@@ -133,7 +143,7 @@ def test_ctrl_c_finishes_every_run_as_interrupted(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert "RETURNED" in out
-    assert "wandb:" not in out + err  # the workers' wandb banners are silenced
+    assert not re.search(r"(?m)^wandb:", out + err)  # the workers' wandb banners are silenced
     runs = find_runs(storage / "ctrlc")
     assert len(runs) == 2
     for trial_dir in (storage / "ctrlc").glob("train_*"):
@@ -145,4 +155,6 @@ def test_ctrl_c_finishes_every_run_as_interrupted(tmp_path: Path) -> None:
         assert run.column("training_iteration") == [r["training_iteration"] for r in reported]
         assert len(reported) > 10
         assert run.exit_code == 130
+    # The end table says so too.
+    assert err.count("interrupted, saved locally, not uploaded") == 2
     assert wait_no_processes() == []

@@ -623,12 +623,7 @@ class WorkerPool:
         if isinstance(message, RunStarted):
             handle.started = message
             where = message.url or message.run_dir
-            logger.info(
-                "tune-wandb: trial %s logs to W&B run %s: %s",
-                handle.trial_name,
-                message.run_id,
-                where,
-            )
+            logger.info("tune-wandb: W&B run %s (%s): %s", message.name, message.run_id, where)
         elif isinstance(message, Confirmed):
             handle.sender.confirm(message)
         elif isinstance(message, WorkerLog):

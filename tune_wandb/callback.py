@@ -6,6 +6,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _runfile, _settings
+from tune_wandb import _credentials, _filters, _report, _runfile, _settings
 from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
 from tune_wandb._protocol import (
     EXIT_INTERRUPTED,
@@ -46,6 +47,8 @@ class _TrialLog:
     put: Callable[[Any], None]
     seq: int = 0
     ended: bool = False
+    #: Results sent for the trial's run, by all its workers.
+    results: int = 0
 
 
 class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
@@ -210,6 +213,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         # Read once: scanning the environment at every trial start costs the Tune loop.
         self._populate_run_location()
         self._env = _settings.wandb_env(os.environ)
+        _report.ensure_console()
         _warn_if_debugging()
         self._check_callback_key()
         project = _settings.resolve_project(self.project, os.environ)
@@ -434,7 +438,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state = _TrialLog(handle=handle, put=handle.put_nowait)
         self._trials[trial.trial_id] = state
         if previous is not None:
-            state.seq = previous.seq
+            state.seq, state.results = previous.seq, previous.results
             sent, rest = previous.handle.sender.leftovers(timeout=_HAND_OVER_SECONDS)
             if sent:
                 handle.put(Resend(tuple(sent)))
@@ -457,6 +461,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             # No worker yet, or its worker died: a new one resumes the same run.
             state = self._start(trial, previous=state)
         state.seq += 1
+        state.results += 1
         state.put(RawResult(state.seq, dict(result)))
 
     def _replace_dead_workers(self, trials: list[Trial]) -> bool:
@@ -506,11 +511,11 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         for handle in handles:
             if not handle.finishing:
                 handle.finish(_exit_code_for(status.get(handle.worker_id)))
-        pending = self._pool.wait(handles, self.upload_timeout)
+        pending = self._wait(handles)
         if self._replace_dead_workers(trials):
             # A worker died while finishing: its replacement finishes the run.
             handles = self._pool.handles()
-            pending = self._pool.wait(handles, self.upload_timeout)
+            pending = self._wait(handles)
         for handle in pending:
             where = handle.run_dir or "the trial's directory"
             logger.error(
@@ -522,10 +527,50 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 where,
             )
         self._pool.close()
+        if self._trials:
+            logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
         self._trials.clear()
         self._keys.clear()
         self._token = None
 
+    def _wait(self, handles: list[WorkerHandle]) -> list[WorkerHandle]:
+        """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""
+        deadline = time.monotonic() + self.upload_timeout
+        started = time.monotonic()
+        while True:
+            step = min(_PROGRESS_SECONDS, max(0.0, deadline - time.monotonic()))
+            pending = self._pool.wait(handles, step)
+            if not pending or time.monotonic() >= deadline:
+                return pending
+            logger.info(
+                "tune-wandb: waiting for %d of %d W&B runs to finish uploading "
+                "(%.0f s of upload_timeout=%s s)...",
+                len(pending),
+                len(handles),
+                time.monotonic() - started,
+                self.upload_timeout,
+            )
+
+    def _run_lines(self) -> list[_report.RunLine]:
+        lines = []
+        for state in self._trials.values():
+            handle = state.handle
+            finished, started = handle.finished, handle.started
+            lines.append(
+                _report.RunLine(
+                    trial=handle.trial_name,
+                    run_id=started.run_id if started is not None else "-",
+                    rows=state.results,
+                    exit_code=finished.exit_code if finished is not None else None,
+                    offline=finished.offline if finished is not None else True,
+                    finished=finished is not None,
+                )
+            )
+        return lines
+
+
+#: How often a long wait at the end of an experiment says how it goes.
+_PROGRESS_SECONDS = 10.0
 
 #: How long a dead worker's sender thread has to stop before its leftovers are taken.
 _HAND_OVER_SECONDS = 2.0
@@ -555,6 +600,17 @@ def _warn_once_of_debug() -> None:
         "debug-internal.log. Unset it unless you are debugging wandb itself, and do not "
         "share those logs."
     )
+
+
+def _local_experiment_dir(trials: list[Trial]) -> str | None:
+    """Where ``tune_wandb sync`` finds the experiment's runs on this machine."""
+    if not trials:
+        return None
+    storage = trials[0].storage
+    if _runfile.is_local_filesystem(storage.storage_filesystem):
+        return str(storage.experiment_fs_path)
+    # Non-local storage: the runs were written on this node first (see _run_location).
+    return os.path.join(os.path.dirname(storage.experiment_driver_staging_path), "tune_wandb")
 
 
 def _run_location(trial: Trial) -> tuple[str, StorageTarget | None]:

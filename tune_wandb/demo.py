@@ -1,8 +1,10 @@
 """A small but real sweep, logged to W&B offline: ``python -m tune_wandb demo``.
 
 A linear model trained with NumPy by mini-batch gradient descent on a generated
-data set; Tune sweeps the learning rate and batch size. Runs are written to
-``./tune-wandb-demo/`` and can be uploaded later with ``wandb sync``.
+data set; Tune sweeps the learning rate and batch size (8 trials) under ASHA,
+which stops the trials that fall behind. Runs are written to
+``./tune-wandb-demo/`` (offline, unless ``WANDB_MODE=online`` and a key are
+set) and can be uploaded later with ``python -m tune_wandb sync``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
     from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
 
     from tune_wandb import WandbLoggerCallback
 
@@ -71,17 +74,21 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "seed": 0,
         },
-        tune_config=tune.TuneConfig(metric="val/loss", mode="min"),
+        # ASHA stops the trials that fall behind early; their runs end then.
+        tune_config=tune.TuneConfig(
+            metric="val/loss",
+            mode="min",
+            scheduler=ASHAScheduler(max_t=args.epochs, grace_period=4, reduction_factor=2),
+        ),
         run_config=tune.RunConfig(
             name="demo", storage_path=str(storage), callbacks=[callback], verbose=0
         ),
     )
     results = tuner.fit()
     best = results.get_best_result()
-    print(f"best config: lr={best.config['lr']} batch_size={best.config['batch_size']}")
-    print(f"best val/loss: {best.metrics['val/loss']:.4f}")
-    runs = sorted(storage.glob("demo/*/wandb/*run-*"))
-    print(f"{len(runs)} W&B runs written under {storage / 'demo'}")
-    if not online:
-        print("upload them with: wandb sync " + " ".join(str(r) for r in runs))
+    print(
+        f"Best trial: lr={best.config['lr']} batch_size={best.config['batch_size']}, "
+        f"val/loss {best.metrics['val/loss']:.4f}. List the runs with: "
+        f"python -m tune_wandb ls {storage / 'demo'}"
+    )
     return 0 if not results.errors else 1

@@ -1,0 +1,89 @@
+"""What the driver's terminal shows: a line per run as it starts, a table at the end.
+
+tune-wandb speaks through the ``tune_wandb`` logger. A program that set up no
+logging at all would see only its warnings (Python's last-resort handler), so
+:func:`ensure_console` gives the logger a plain stderr handler then, as Ray
+does for its own logger; a program that configured logging keeps full control.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger("tune_wandb")
+
+#: Rows of the end table; the rest is counted in one line.
+_MAX_TABLE_ROWS = 50
+
+
+def ensure_console() -> None:
+    """Show tune-wandb's INFO lines on stderr if the program configured no logging."""
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One run in the end table."""
+
+    trial: str
+    run_id: str
+    rows: int
+    exit_code: int | None
+    offline: bool
+    finished: bool
+
+
+def status_of(line: RunLine) -> str:
+    """``finished``, ``failed``, ``interrupted`` or ``not finished in time``, and where it is.
+
+    Example:
+        >>> status_of(RunLine("t", "id", 3, 0, offline=True, finished=True))
+        'finished, saved locally, not uploaded'
+    """
+    if not line.finished:
+        status = "not finished in time"
+    elif line.exit_code == 0:
+        status = "finished"
+    elif line.exit_code == 130:
+        status = "interrupted"
+    else:
+        status = f"failed (exit code {line.exit_code})"
+    if line.offline or not line.finished:
+        status += ", saved locally, not uploaded"
+    return status
+
+
+def summary(lines: list[RunLine], experiment_dir: str | None) -> str:
+    """The end-of-experiment table, and the one command that uploads what is left.
+
+    Example:
+        >>> print(summary([RunLine("trial_1", "ab_00000-1f2e3d", 20, 0, True, True)], "/exp"))
+        tune-wandb: 1 W&B run
+        trial    run id           rows  status
+        trial_1  ab_00000-1f2e3d  20    finished, saved locally, not uploaded
+        Upload every run of this experiment that is not uploaded yet with:
+          python -m tune_wandb sync /exp
+    """
+    shown = lines[:_MAX_TABLE_ROWS]
+    header = ("trial", "run id", "rows", "status")
+    cells = [(s.trial, s.run_id, str(s.rows), status_of(s)) for s in shown]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header[:3])]
+    plural = "" if len(lines) == 1 else "s"
+    out = [f"tune-wandb: {len(lines)} W&B run{plural}"]
+    for row in [header, *cells]:
+        out.append(
+            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
+    if len(lines) > len(shown):
+        out.append(f"... and {len(lines) - len(shown)} more")
+    if experiment_dir and any(s.offline or not s.finished for s in lines):
+        out.append("Upload every run of this experiment that is not uploaded yet with:")
+        out.append(f"  python -m tune_wandb sync {experiment_dir}")
+    return "\n".join(out)
