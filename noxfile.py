@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``."""
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``demo``."""
 
 from __future__ import annotations
 
@@ -41,14 +41,23 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark side by side: no callback, tune-wandb, Ray's built-in callback.
 
-    Writes benchmarks/results/bench.{json,md} and puts the table into README.md,
-    then measures the driver's memory with a stalled worker
+    Writes benchmarks/results/bench.{json,md}, puts the table into README.md
+    and draws its chart (docs/img/bench.png, benchmarks/chart.py), then
+    measures the driver's memory with a stalled worker
     (benchmarks/results/backlog.{json,md}). Extra args go to
     benchmarks/bench.py (``nox -s bench -- --repeats 1``).
     """
     install(session, "bench")
     session.run("python", "benchmarks/bench.py", "--update-readme", *session.posargs)
+    session.run("python", "benchmarks/chart.py")
     session.run("python", "benchmarks/backlog.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site (mkdocs.yml) with --strict into site/; extra args go to mkdocs."""
+    install(session, "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
 
 
 @nox.session

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a ``tune_wandb`` subcommand; returns the process exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``tune-wandb ls DIR | head``): stop quietly, as
+        # the Python docs advise, so the interpreter's final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tune_wandb",
         description="tune-wandb: log Ray Tune experiments to Weights & Biases.",
