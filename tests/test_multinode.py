@@ -72,6 +72,8 @@ def test_runs_of_trials_on_a_second_node_reach_storage(
         x = record.config["x"]
         assert [row["score"] for row in record.history] == [x * i for i in range(20)]
         assert record.api_keys == {key}
+    # Marked uploaded, so `python -m tune_wandb sync` leaves them alone.
+    assert len(list((tmp_path / "bucket" / "experiments" / "online").rglob("*.wandb.synced"))) == 2
     for path in (tmp_path / "bucket").rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path

@@ -14,6 +14,7 @@ finished or copies it anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 import zlib
@@ -203,6 +204,16 @@ def wait_for_exit_record(path: str | Path, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def mark_uploaded(run_file: str | Path) -> None:
+    """Mark a run file uploaded, as ``wandb sync`` does (``<file>.synced``).
+
+    ``wandb sync`` and ``python -m tune_wandb sync`` then skip it. Only for an
+    online run whose ``finish()`` returned: wandb waited for its upload.
+    """
+    with contextlib.suppress(OSError):
+        Path(f"{run_file}.synced").touch()
 
 
 def is_local_filesystem(filesystem: Any) -> bool:

@@ -476,11 +476,15 @@ def finish_trial_run(trial: TrialInfo, run: Any, exit_code: int) -> None:
     """
     run_dir, run_file = run.settings.sync_dir, run.settings.sync_file
     disabled = bool(getattr(run, "disabled", False))
+    # Online, finish() returns once wandb uploaded the run (it raises if not).
+    uploaded = not disabled and not getattr(run, "offline", True)
     if not getattr(run, "_is_finished", False):
         run.finish(exit_code=exit_code)
     if disabled:
         return
     _runfile.wait_for_exit_record(run_file, 30.0)
+    if uploaded:
+        _runfile.mark_uploaded(run_file)
     _copy_to_storage(trial, run_dir)
     _teardown_if_idle()
 
