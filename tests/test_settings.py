@@ -83,3 +83,23 @@ def test_merge_settings_user_fields_win() -> None:
     assert _settings.merge_settings({"silent": False}, False)["silent"] is False
     with pytest.raises(TypeError, match=r"wandb\.Settings or a dict"):
         _settings.merge_settings(42, False)
+
+
+def test_unknown_wandb_init_arguments_are_caught_on_the_driver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tune_wandb import WandbLoggerCallback
+
+    with pytest.raises(TypeError, match=r"does not take 'projet' \(did you mean 'project'\?\)"):
+        WandbLoggerCallback(projet="typo")
+    callback = WandbLoggerCallback(tags=["fine"], job_type="fine")
+    caplog.set_level(logging.WARNING, logger="tune_wandb")
+    entry = {"grup": "g", "notes": "kept"}
+    for _ in range(2):
+        kwargs = dict(entry)
+        callback._drop_unknown(kwargs)
+        assert kwargs == {"notes": "kept"}
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "'grup' (did you mean 'group'?)" in warning and "left out" in warning

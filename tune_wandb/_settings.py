@@ -6,6 +6,7 @@ they are tested without Ray or wandb.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -236,6 +237,62 @@ def base_url(settings: Mapping[str, Any] | None, environ: Mapping[str, str]) -> 
     """
     url = (settings or {}).get("base_url") or environ.get("WANDB_BASE_URL")
     return str(url or "https://api.wandb.ai")
+
+
+@functools.cache
+def init_parameters() -> frozenset[str] | None:
+    """The keyword arguments the installed ``wandb.init`` takes; None if unknown.
+
+    Read from wandb's source with :mod:`ast`, without importing wandb (which
+    costs the driver most of a second).
+
+    Example:
+        >>> {"project", "group", "settings"} <= init_parameters()
+        True
+    """
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("wandb.sdk.wandb_init")
+        if spec is None or spec.origin is None:
+            return None
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "init":
+            args = node.args
+            return frozenset(a.arg for a in [*args.args, *args.kwonlyargs])
+    return None
+
+
+def unknown_init_kwargs(kwargs: Mapping[str, Any]) -> dict[str, str | None]:
+    """The names in ``kwargs`` ``wandb.init`` does not take, each with a likely meant name.
+
+    Example:
+        >>> unknown_init_kwargs({"projet": "p", "group": "g"})
+        {'projet': 'project'}
+    """
+    import difflib
+
+    known = init_parameters()
+    if known is None:
+        return {}
+    out: dict[str, str | None] = {}
+    for name in kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out[name] = close[0] if close else None
+    return out
+
+
+def describe_unknown(unknown: Mapping[str, str | None]) -> str:
+    """``'projet' (did you mean 'project'?)``, for messages."""
+    return ", ".join(
+        f"{name!r}" + (f" (did you mean {meant!r}?)" if meant else "")
+        for name, meant in unknown.items()
+    )
 
 
 def logged_in(environ: Mapping[str, str]) -> bool:

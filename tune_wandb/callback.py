@@ -151,6 +151,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 f"key_check_timeout must be >= 0 seconds (0: no check), not {key_check_timeout!r}"
             )
         _settings.merge_settings(wandb_init_kwargs.get("settings"), log_system_metrics)
+        unknown = _settings.unknown_init_kwargs(wandb_init_kwargs)
+        if unknown:
+            # Checked here: in the workers it would cost every trial its run.
+            raise TypeError(
+                "WandbLoggerCallback passes extra keyword arguments to wandb.init, which "
+                f"does not take {_settings.describe_unknown(unknown)}."
+            )
         self.project = project
         self.group = group
         self.api_key_file = api_key_file
@@ -177,6 +184,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._restored_token: str | None = None
         self._said_project = False
         self._said_entry_key = False
+        self._said_unknown: set[str] = set()
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -305,6 +313,20 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
         )
 
+    def _drop_unknown(self, entry_kwargs: dict[str, Any]) -> None:
+        """Leave out (with one warning each) entry keys ``wandb.init`` does not take."""
+        unknown = _settings.unknown_init_kwargs(entry_kwargs)
+        for name in unknown:
+            del entry_kwargs[name]
+        new = {k: v for k, v in unknown.items() if k not in self._said_unknown}
+        if new:
+            self._said_unknown.update(new)
+            logger.warning(
+                'tune-wandb: the trials\' "wandb" config entry has keys wandb.init does not '
+                "take: %s; they are left out (said once).",
+                _settings.describe_unknown(new),
+            )
+
     def _check_callback_key(self) -> None:
         """Before any trial starts: check the callback's own key, when online.
 
@@ -376,6 +398,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         experiment = trial.experiment_dir_name
         # The trial's "wandb" entry wins over the callback's own arguments.
         options, entry_kwargs = _settings.split_entry(trial.config.get(_filters.WANDB_CONFIG_KEY))
+        self._drop_unknown(entry_kwargs)
         excludes = _filters.as_excludes(options.get("excludes", self.excludes))
         log_config = bool(options.get("log_config", self.log_config))
         run_root, storage = _run_location(trial)

@@ -389,6 +389,16 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     import wandb
 
     options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
+    unknown = _settings.unknown_init_kwargs(entry_kwargs)
+    if unknown:
+        for name in unknown:
+            del entry_kwargs[name]
+        logger.warning(
+            'tune-wandb: trial %s: the "wandb" config entry has keys wandb.init does not '
+            "take: %s; they are left out.",
+            trial.trial_name,
+            _settings.describe_unknown(unknown),
+        )
     excludes = _filters.as_excludes(options.get("excludes", ()))
     run_root = _run_root(trial)
     init_kwargs: dict[str, Any] = {
