@@ -33,31 +33,49 @@ def iter_payloads(data: bytes) -> Iterator[bytes]:
     """Yield each whole record's bytes; stops at the first torn or corrupt chunk."""
     if data[:4] != _HEADER:
         return
-    pos = _HEADER_LEN
-    pending = bytearray()
-    while pos + _CHUNK <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _CHUNK:
-            pos += room
-            continue
-        crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        if crc == 0 and length == 0 and kind == 0:
-            pos += room
-            continue
-        chunk = data[pos + _CHUNK : pos + _CHUNK + length]
-        if len(chunk) != length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
-            return
-        pos += _CHUNK + length
-        if kind == _FULL:
-            yield chunk
-        elif kind == _FIRST:
-            pending = bytearray(chunk)
-        elif kind in (_MIDDLE, _LAST):
-            pending += chunk
-            if kind == _LAST:
-                yield bytes(pending)
-        else:
-            return
+    yield from _RecordReader().feed(data[_HEADER_LEN:])
+
+
+class _RecordReader:
+    """Puts whole records back together from a run file's chunks, read in any steps."""
+
+    def __init__(self) -> None:
+        #: The file offset of the next chunk to read.
+        self.pos = _HEADER_LEN
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Yield the whole records in ``data``, the file's bytes from :attr:`pos` on.
+
+        ``pos`` moves past every whole chunk; a torn or corrupt one ends the
+        feed, and is read again from its start by the next.
+        """
+        base, off = self.pos, 0
+        while off + _CHUNK <= len(data):
+            room = _BLOCK - (base + off) % _BLOCK
+            if room < _CHUNK:
+                off += room
+                continue
+            crc, length, kind = struct.unpack_from("<IHB", data, off)
+            if crc == 0 and length == 0 and kind == 0:
+                off += room
+                continue
+            chunk = data[off + _CHUNK : off + _CHUNK + length]
+            if len(chunk) != length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+                return
+            if kind not in (_FULL, _FIRST, _MIDDLE, _LAST):
+                return
+            off += _CHUNK + length
+            self.pos = base + off
+            if kind == _FULL:
+                yield chunk
+            elif kind == _FIRST:
+                self._pending = bytearray(chunk)
+            else:
+                self._pending += chunk
+                if kind == _LAST:
+                    payload, self._pending = bytes(self._pending), bytearray()
+                    yield payload
 
 
 #: The Record field numbers of its ``record_type`` oneof (wandb_internal.proto).
@@ -121,8 +139,7 @@ class HistoryCounter:
         self.path = Path(path)
         self.count = 0
         self.exited = False
-        self._pos = _HEADER_LEN
-        self._pending = bytearray()
+        self._reader = _RecordReader()
         self._checked_header = False
 
     def update(self) -> int:
@@ -133,34 +150,12 @@ class HistoryCounter:
                     if f.read(4) != _HEADER:
                         return self.count
                     self._checked_header = True
-                f.seek(self._pos)
+                f.seek(self._reader.pos)
                 data = f.read()
         except OSError:
             return self.count
-        base, pos = self._pos, 0
-        while pos + _CHUNK <= len(data):
-            room = _BLOCK - (base + pos) % _BLOCK
-            if room < _CHUNK:
-                pos += room
-                continue
-            crc, length, kind = struct.unpack_from("<IHB", data, pos)
-            if crc == 0 and length == 0 and kind == 0:
-                pos += room
-                continue
-            chunk = data[pos + _CHUNK : pos + _CHUNK + length]
-            if len(chunk) != length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
-                break  # not written whole yet: read again from here next time
-            pos += _CHUNK + length
-            if kind == _FULL:
-                self._count(chunk)
-            elif kind == _FIRST:
-                self._pending = bytearray(chunk)
-            elif kind in (_MIDDLE, _LAST):
-                self._pending += chunk
-                if kind == _LAST:
-                    self._count(bytes(self._pending))
-                    self._pending = bytearray()
-        self._pos = base + pos
+        for payload in self._reader.feed(data):
+            self._count(payload)
         return self.count
 
     def _count(self, payload: bytes) -> None:
