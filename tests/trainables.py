@@ -274,3 +274,55 @@ def many_keys(config: dict[str, Any]) -> None:
     """Report ``config["n"]`` results of ``config["keys"]`` numbers each."""
     for i in range(config["n"]):
         tune.report({"ok": i, **{f"k{j:05d}": float(i + j) for j in range(config["keys"])}})
+
+
+def fails_at_each(config: dict[str, Any]) -> None:
+    """Count to ``n``, checkpointing every ``every``; fail once at each iteration in ``fail_at``.
+
+    Each failure happens only while its marker file (``<markers>/failed-<it>``)
+    does not exist, so a retried or restored trial goes past it.
+    """
+    import tempfile
+    from pathlib import Path
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = int(Path(d, "it").read_text())
+    for it in range(start + 1, config["n"] + 1):
+        marker = Path(config["markers"], f"failed-{it}")
+        if it in config["fail_at"] and not marker.exists():
+            marker.touch()
+            raise RuntimeError(f"failing once at iteration {it}")
+        metrics = {"value": it * 10}
+        if it % config["every"] == 0:
+            with tempfile.TemporaryDirectory() as d:
+                Path(d, "it").write_text(str(it))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
+
+
+def broken_media(config: dict[str, Any]) -> None:
+    """Report ``n`` rows; the one at ``bad_at`` also holds a wandb.Table of a plain object.
+
+    The table is wandb media, so it passes the driver's filters and pickles,
+    but ``wandb.log`` raises (TypeError: not JSON serializable) in the worker.
+    """
+    import wandb
+
+    for i in range(1, config["n"] + 1):
+        row: dict[str, Any] = {"ok": i, "loss": 1.0 / i}
+        if i == config["bad_at"]:
+            row["bad"] = wandb.Table(columns=["what"], data=[[object()]])
+        tune.report(row)
+
+
+def paced(config: dict[str, Any]) -> None:
+    """Report ``n`` rows, one every ``pause`` seconds (a trial of fixed length)."""
+    import time
+
+    for i in range(config["n"]):
+        time.sleep(config["pause"])
+        tune.report({"loss": 1.0 / (i + 1)})

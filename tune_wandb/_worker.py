@@ -176,6 +176,11 @@ class _Worker:
         import wandb
 
         if self.setup.replaces is not None:
+            if os.environ.get("WANDB_SERVICE"):
+                # A shared wandb-core keeps a dead client's stream open: the run
+                # id stays "in use" (wandb.init fails) and the rows it holds are
+                # neither all written nor uploaded. Finish that stream first.
+                self._finish_dead_stream(self.setup.init_kwargs.get("id"))
             # Before resuming: the dead worker's wandb-core may still be writing
             # its piece (and uploading it, online).
             landed = _wait_until_quiet(self.setup.replaces)
@@ -191,20 +196,40 @@ class _Worker:
             settings["x_save_requirements"] = False
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
+        offline = kwargs.get("mode") == "offline" or os.environ.get("WANDB_MODE") == "offline"
+        failed: Exception | None = None
+        if not offline:
+            # wandb.init waits for W&B up to its init_timeout (90 s by default),
+            # longer than the driver may wait (upload_timeout): stopped meanwhile,
+            # the worker logs offline what it was sent instead of dying with it.
+            signal.signal(signal.SIGTERM, _stop_waiting)
         try:
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
         except Exception as exc:
-            if kwargs.get("mode") == "offline" or os.environ.get("WANDB_MODE") == "offline":
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if offline:
                 raise
-            self._say(
-                logging.WARNING,
-                f"wandb.init failed ({exc!r}); logging offline instead. "
-                "Upload the run later with `wandb sync`.",
-            )
+            failed = exc
+            # The failed run's stream stays in wandb-core, its id "in use" for
+            # the offline run, and a graceful teardown waits on the W&B that did
+            # not answer: end this worker's own wandb-core, and start again on
+            # a new one of its own (a shared one is left alone).
+            os.environ.pop("WANDB_SERVICE", None)
+            _kill_own_service()
+            with contextlib.suppress(Exception, SystemExit):
+                wandb.teardown()
             settings.pop("api_key", None)
             kwargs["mode"] = "offline"
             self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         run = self.wb
+        if failed is not None:
+            where = run.settings.sync_dir
+            self._say(
+                logging.WARNING,
+                f"wandb.init failed ({failed!r}); logging offline instead, in {where}. "
+                f"Upload it later with: wandb sync {where}",
+            )
         self.counter = _runfile.HistoryCounter(run.settings.sync_file)
         if run.offline:
             # wandb stages artifact files in a per-user directory until they are
@@ -227,6 +252,27 @@ class _Worker:
                 offline=bool(run.offline),
             )
         )
+
+    def _finish_dead_stream(self, run_id: str | None) -> None:
+        """Finish the stream a dead predecessor left open in a shared wandb-core.
+
+        Attaching to it and finishing it writes and uploads every row the
+        service took from the dead worker, and frees the run id to resume.
+        (Closing it with ``inform_finish`` alone drops what it had not uploaded.)
+        """
+        from wandb.sdk.wandb_init import _attach
+
+        if not run_id:
+            return
+        try:
+            dead = _attach(attach_id=run_id)
+        except Exception:
+            return  # no such stream in the service: nothing to finish
+        try:
+            if dead is not None:
+                dead.finish(exit_code=1)
+        except Exception as exc:
+            self._say(logging.WARNING, f"could not finish the dead worker's stream: {exc!r}")
 
     def _run_info_hook(self, run: Any) -> None:
         """Ray's WANDB_PROCESS_RUN_INFO_HOOK: the user's function, called with the run."""
@@ -263,7 +309,14 @@ class _Worker:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 return self._driver_lost()
-            batch = pickle.loads(data)
+            try:
+                batch = pickle.loads(data)
+            except Exception as exc:
+                # A value the driver could pickle and this process cannot load
+                # (a class from the user's __main__ inside a wandb.Table): the
+                # batch is lost, the worker lives on.
+                self._say(logging.ERROR, f"could not read a batch of results ({exc!r}); skipped")
+                continue
             assert isinstance(batch, Batch), f"unexpected message {type(batch).__name__}"
             for message in batch.messages:
                 if isinstance(message, FinishRun):
@@ -421,6 +474,30 @@ class _Worker:
                     break
                 time.sleep(1.0 + attempt)
         return local_dir
+
+
+class _StoppedWaitingError(Exception):
+    """The driver stopped the worker (SIGTERM) while ``wandb.init`` waited for W&B."""
+
+
+def _stop_waiting(signum: int, frame: Any) -> None:
+    # Once: a second SIGTERM ends the worker as SIGTERM does.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise _StoppedWaitingError("stopped by the driver while wandb.init waited for W&B")
+
+
+def _kill_own_service() -> None:
+    """SIGKILL the wandb-core this worker started, if any (best effort: wandb internals)."""
+    from wandb.sdk import wandb_setup
+
+    connection = getattr(getattr(wandb_setup, "_singleton", None), "_connection", None)
+    # ServiceProcess (None for a service this process did not start), then its Popen.
+    process = getattr(getattr(connection, "_proc", None), "_process", None)
+    if process is None:
+        return
+    with contextlib.suppress(Exception):
+        process.kill()
+        process.wait(timeout=5.0)
 
 
 def _piece_suffix(root: str | None, run_id: str | None) -> str | None:

@@ -47,6 +47,8 @@ class _TrialLog:
     put: Callable[[Any], None]
     seq: int = 0
     ended: bool = False
+    #: Where the worker writes its run directories (``<dir>/wandb``).
+    wandb_dir: str = ""
     #: Results sent for the trial's run, by all its workers.
     results: int = 0
 
@@ -458,7 +460,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             return LogRow(seq, history, config)
 
         handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
-        state = _TrialLog(handle=handle, put=handle.put_nowait)
+        state = _TrialLog(
+            handle=handle, put=handle.put_nowait, wandb_dir=os.path.join(run_root, "wandb")
+        )
         self._trials[trial.trial_id] = state
         if previous is not None:
             state.seq, state.results = previous.seq, previous.results
@@ -539,8 +543,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             # A worker died while finishing: its replacement finishes the run.
             handles = self._pool.handles()
             pending = self._wait(handles)
+        # Stopped before they are reported: a worker still waiting for W&B in
+        # wandb.init logs what it holds offline when stopped, and says where.
+        self._pool.close()
         for handle in pending:
-            where = handle.run_dir or "the trial's directory"
+            state = self._trials.get(handle.worker_id)
+            where = handle.run_dir or (state.wandb_dir if state else "the trial's directory")
             logger.error(
                 "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
                 "its data is on disk in %s. Upload it with: wandb sync %s",
@@ -549,7 +557,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 where,
                 where,
             )
-        self._pool.close()
         if self._trials:
             logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
         self._trials.clear()
