@@ -30,10 +30,11 @@ def write_piece(trial_dir: Path, run_id: str, rows: range) -> None:
         pool.close()
 
 
-def tune_wandb_cli(*args: str, env: dict[str, str] | None = None) -> str:
+def tune_wandb_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "tune_wandb", *args],
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=180,
@@ -53,7 +54,7 @@ def test_ls_and_sync_upload_each_run_once_pieces_in_order(
     write_piece(experiment / "trial_a", "run-a", range(6, 11))
     write_piece(experiment / "trial_b", "run-b", range(1, 4))
 
-    listing = tune_wandb_cli("ls", str(experiment), env={"COLUMNS": "200"})
+    listing = tune_wandb_cli("ls", str(experiment), cwd=tmp_path, env={"COLUMNS": "200"})
     lines = listing.splitlines()
     assert lines[0].split()[:4] == ["trial", "run", "id", "rows"]
     row_a = next(line for line in lines if line.startswith("trial_a"))
@@ -62,7 +63,7 @@ def test_ls_and_sync_upload_each_run_once_pieces_in_order(
     assert next(line for line in lines if line.startswith("trial_b")).split()[2] == "3"
 
     online = {**wandb_server.env(), "WANDB_CONFIG_DIR": str(tmp_path / "config")}
-    report = tune_wandb_cli("sync", str(experiment), env=online)
+    report = tune_wandb_cli("sync", str(experiment), cwd=tmp_path, env=online)
     assert "2 W&B run(s)" in report and "2 to upload" in report
     assert "[1/2] trial_a (run run-a, 2 pieces): uploaded" in report
     assert "Uploaded 2 run(s), 0 failed, 0 skipped." in report
@@ -72,10 +73,12 @@ def test_ls_and_sync_upload_each_run_once_pieces_in_order(
     assert a.dropped_rows == 0
     assert [row["training_iteration"] for row in wandb_server.run("run-b").history] == [1, 2, 3]
 
-    again = tune_wandb_cli("sync", str(experiment), env=online)
+    again = tune_wandb_cli("sync", str(experiment), cwd=tmp_path, env=online)
     assert "0 to upload, 2 already uploaded" in again
     assert len(wandb_server.run("run-a").history) == 10
-    assert "yes" in tune_wandb_cli("ls", str(experiment)).splitlines()[1].split()
+    assert "yes" in tune_wandb_cli("ls", str(experiment), cwd=tmp_path).splitlines()[1].split()
+    # Nothing of wandb's (its CLI's ./wandb/ logs) in the user's directory.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment"]
 
 
 def test_console_script_and_usage_errors(tmp_path: Path) -> None:
@@ -90,4 +93,4 @@ def test_console_script_and_usage_errors(tmp_path: Path) -> None:
         check=False,
     )
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
-    assert "No W&B runs" in tune_wandb_cli("ls", str(tmp_path))
+    assert "No W&B runs" in tune_wandb_cli("ls", str(tmp_path), cwd=tmp_path)

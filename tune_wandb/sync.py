@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,4 +182,6 @@ def _wandb_sync(pieces: list[str]) -> int:
     """``wandb sync`` of one run's pieces, in a process of its own."""
     command = [sys.executable, "-m", "wandb", "sync", "--include-online", *pieces]
     env = {**os.environ, "WANDB_SILENT": os.environ.get("WANDB_SILENT", "false")}
-    return subprocess.run(command, env=env, check=False).returncode
+    # wandb's CLI writes its debug logs into ./wandb/: not into the user's directory.
+    with tempfile.TemporaryDirectory(prefix="tune-wandb-sync-") as cwd:
+        return subprocess.run(command, env=env, cwd=cwd, check=False).returncode
