@@ -68,9 +68,11 @@ def test_run_location_and_run_info_hooks(
     storage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "hook-out.txt"
-    # The populate hook writes these into the driver's environment: restore them after.
-    monkeypatch.delenv("WANDB_PROJECT_NAME", raising=False)
-    monkeypatch.delenv("WANDB_GROUP_NAME", raising=False)
+    # The populate hook writes these into the driver's environment: restore them
+    # after (set first, so monkeypatch records them and removes them again).
+    for name in ("WANDB_PROJECT_NAME", "WANDB_GROUP_NAME"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("WANDB_POPULATE_RUN_LOCATION_HOOK", "hooks.populate_run_location")
     monkeypatch.setenv("WANDB_PROCESS_RUN_INFO_HOOK", "hooks.record_run")
     monkeypatch.setenv("WANDB_TEST_HOOK_OUT", str(out))
