@@ -278,9 +278,9 @@ class _Sender:
             taken = 0
             with contextlib.suppress(queue.Empty):
                 while taken < _MAX_TAKE:
-                    taken += 1
                     if not self._take(get_nowait()):
                         return
+                    taken += 1
             if not self._write(sock):
                 return
             # More waiting (a full batch taken, or a backlog the worker can
