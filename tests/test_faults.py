@@ -128,7 +128,13 @@ def test_killed_worker_is_replaced_and_every_row_lands(
         assert record.run_id == run.run_id
         assert record.finished and record.exit_code == 0
         check_every_row_at_most_one_twice(iterations(record), 40)
-        assert record.dropped_rows == 0
+        if shared:
+            # The dead stream was finished in the service: nothing went twice.
+            assert record.dropped_rows == 0
+        # Otherwise the replacement uploads the dead worker's piece from its
+        # file; rows its wandb-core had uploaded before dying are sent again
+        # and dropped by the server (their _step does not move forward), as
+        # W&B drops them.
 
 
 # -- 2. a trial retried by Tune, then the experiment restored -------------------

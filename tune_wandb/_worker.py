@@ -46,6 +46,8 @@ _CONFIRM_SECONDS = 1.0
 #: long (wandb-core writes run files every second), or has its exit record.
 _QUIET_SECONDS = 3.0
 _QUIET_MAX_SECONDS = 30.0
+#: How long a replacement worker gives ``wandb sync`` of its dead predecessor's piece.
+_UPLOAD_DEAD_PIECE_SECONDS = 60.0
 #: How long after ``wandb.finish`` a worker waits for wandb-core to write the
 #: end of the run file.
 _FILE_CLOSE_SECONDS = 30.0
@@ -176,15 +178,7 @@ class _Worker:
         import wandb
 
         if self.setup.replaces is not None:
-            if os.environ.get("WANDB_SERVICE"):
-                # A shared wandb-core keeps a dead client's stream open: the run
-                # id stays "in use" (wandb.init fails) and the rows it holds are
-                # neither all written nor uploaded. Finish that stream first.
-                self._finish_dead_stream(self.setup.init_kwargs.get("id"))
-            # Before resuming: the dead worker's wandb-core may still be writing
-            # its piece (and uploading it, online).
-            landed = _wait_until_quiet(self.setup.replaces)
-            self.skip = max(0, landed - self.setup.replaces_confirmed)
+            self._take_over(self.setup.replaces)
 
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
@@ -253,8 +247,55 @@ class _Worker:
             )
         )
 
-    def _finish_dead_stream(self, run_id: str | None) -> None:
+    def _take_over(self, run_file: str) -> None:
+        """Before resuming the run: settle the piece a dead predecessor left."""
+        uploaded = False
+        if os.environ.get("WANDB_SERVICE"):
+            # A shared wandb-core keeps a dead client's stream open: the run
+            # id stays "in use" (wandb.init fails) and the rows it holds are
+            # neither all written nor uploaded. Finish that stream first.
+            uploaded = self._finish_dead_stream(self.setup.init_kwargs.get("id"))
+        # The dead worker's wandb-core may still be writing its piece.
+        landed = _wait_until_quiet(run_file)
+        self.skip = max(0, landed - self.setup.replaces_confirmed)
+        if not uploaded:
+            self._upload_dead_piece(run_file)
+
+    def _upload_dead_piece(self, run_file: str) -> None:
+        """Upload what a dead predecessor wrote and its wandb-core did not upload.
+
+        An online piece's rows are in its run file, but its wandb-core died
+        with the worker (or exits when it sees its parent gone) before
+        uploading them all; the replacement skips those rows, as they are on
+        disk, so they must reach W&B from the file. ``wandb sync`` sends the
+        piece again, and W&B keeps only the rows it did not have (each row's
+        ``_step`` must move forward).
+        """
+        from tune_wandb.sync import _wandb_sync
+
+        piece = os.path.dirname(run_file)
+        offline_run = os.path.basename(piece).startswith("offline-")
+        if offline_run or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+            return
+        if self.setup.init_kwargs.get("mode") in ("offline", "disabled"):
+            return
+        if os.path.exists(f"{run_file}.synced"):
+            return
+        env = dict(os.environ)
+        if self.setup.api_key:
+            env["WANDB_API_KEY"] = self.setup.api_key  # the child's environment, no file
+        env["WANDB_SILENT"] = "true"
+        if _wandb_sync([piece], env=env, timeout=_UPLOAD_DEAD_PIECE_SECONDS) != 0:
+            self._say(
+                logging.WARNING,
+                f"could not upload the piece a dead worker left in {piece}; it is on disk. "
+                f"Upload it later with: wandb sync --include-online {piece}",
+            )
+
+    def _finish_dead_stream(self, run_id: str | None) -> bool:
         """Finish the stream a dead predecessor left open in a shared wandb-core.
+
+        Returns whether it did (then the service wrote and uploaded it all).
 
         Attaching to it and finishing it writes and uploads every row the
         service took from the dead worker, and frees the run id to resume.
@@ -263,16 +304,18 @@ class _Worker:
         from wandb.sdk.wandb_init import _attach
 
         if not run_id:
-            return
+            return False
         try:
             dead = _attach(attach_id=run_id)
         except Exception:
-            return  # no such stream in the service: nothing to finish
+            return False  # no such stream in the service: nothing to finish
         try:
             if dead is not None:
                 dead.finish(exit_code=1)
+                return True
         except Exception as exc:
             self._say(logging.WARNING, f"could not finish the dead worker's stream: {exc!r}")
+        return False
 
     def _run_info_hook(self, run: Any) -> None:
         """Ray's WANDB_PROCESS_RUN_INFO_HOOK: the user's function, called with the run."""

@@ -178,10 +178,22 @@ def sync(
     return failed
 
 
-def _wandb_sync(pieces: list[str]) -> int:
-    """``wandb sync`` of one run's pieces, in a process of its own."""
+def _wandb_sync(
+    pieces: list[str], env: dict[str, str] | None = None, timeout: float | None = None
+) -> int:
+    """``wandb sync`` of one run's pieces, in a process of its own; its exit code.
+
+    ``env`` replaces this process's environment for it; past ``timeout``
+    seconds it is killed and the result is 1.
+    """
     command = [sys.executable, "-m", "wandb", "sync", "--include-online", *pieces]
-    env = {**os.environ, "WANDB_SILENT": os.environ.get("WANDB_SILENT", "false")}
+    env = dict(os.environ if env is None else env)
+    env.setdefault("WANDB_SILENT", "false")
     # wandb's CLI writes its debug logs into ./wandb/: not into the user's directory.
     with tempfile.TemporaryDirectory(prefix="tune-wandb-sync-") as cwd:
-        return subprocess.run(command, env=env, cwd=cwd, check=False).returncode
+        try:
+            return subprocess.run(
+                command, env=env, cwd=cwd, check=False, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return 1
