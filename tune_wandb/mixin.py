@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -287,8 +288,15 @@ def _finish_with_the_train_function(trial: TrialInfo, run: Any) -> None:
         )
         return
 
+    training_thread = threading.current_thread()
+
     class _FinishFirst:
         def put(self, item: Any, *args: Any, **kwargs: Any) -> None:
+            if threading.current_thread() is not training_thread:
+                # A thread the function started reporting its own error: the
+                # function itself goes on.
+                original.put(item, *args, **kwargs)
+                return
             runner._exc_queue = original
             try:
                 finish_trial_run(trial, run, exit_code=0 if item is None else 1)
