@@ -382,3 +382,26 @@ def test_dead_worker_is_replaced_and_the_run_continues(
     assert sorted(set(iterations)) == list(range(1, 41))
     assert len(iterations) - 40 <= 1
     assert run.exit_codes[-1] == 0
+
+
+def test_a_worker_that_cannot_start_is_given_up_after_a_few_deaths(
+    storage: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="tune_wandb")
+    analysis = tune.run(
+        trainables.report_n,
+        config={"x": 1, "n": 30},
+        name="doomed",
+        storage_path=str(storage),
+        # wandb.init refuses the run id even offline: every worker dies at start.
+        callbacks=[WandbLoggerCallback(project="p", id="no/slashes/in/run/ids")],
+        verbose=0,
+    )
+    (trial,) = analysis.trials
+    # The experiment is unharmed; Tune's own files keep every result.
+    assert trial.status == "TERMINATED" and trial.last_result["training_iteration"] == 30
+    starts = [r for r in caplog.records if "could not start a W&B run" in r.getMessage()]
+    gave_up = [r for r in caplog.records if "logging of this trial stops here" in r.getMessage()]
+    # One worker and three replacements, not one per result.
+    assert len(starts) <= 4 and len(gave_up) == 1
+    assert "died 4 times" in gave_up[0].getMessage()

@@ -38,6 +38,8 @@ class RunLine:
     exit_code: int | None
     offline: bool
     finished: bool
+    #: Its workers kept dying and its logging was given up.
+    given_up: bool = False
 
 
 def status_of(line: RunLine) -> str:
@@ -47,7 +49,9 @@ def status_of(line: RunLine) -> str:
         >>> status_of(RunLine("t", "id", 3, 0, offline=True, finished=True))
         'finished, saved locally, not uploaded'
     """
-    if not line.finished:
+    if line.given_up:
+        status = "W&B workers kept dying; logging given up"
+    elif not line.finished:
         status = "not finished in time"
     elif line.exit_code == 0:
         status = "finished"

@@ -51,6 +51,10 @@ class _TrialLog:
     wandb_dir: str = ""
     #: Results sent for the trial's run, by all its workers.
     results: int = 0
+    #: Workers of the trial that died before finishing its run.
+    deaths: int = 0
+    #: Too many deaths: the trial is no longer logged to W&B.
+    gave_up: bool = False
 
 
 class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
@@ -394,6 +398,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         """
         if previous is not None and previous.handle.finished is not None:
             previous = None  # finished cleanly: everything it was sent is on disk
+        if previous is not None and (previous.gave_up or previous.deaths >= _MAX_WORKER_DEATHS):
+            return self._give_up(previous)
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
         assert self._token is not None
@@ -466,6 +472,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._trials[trial.trial_id] = state
         if previous is not None:
             state.seq, state.results = previous.seq, previous.results
+            state.deaths = previous.deaths + 1
             sent, rest = previous.handle.sender.leftovers(timeout=_HAND_OVER_SECONDS)
             if sent:
                 handle.put(Resend(tuple(sent)))
@@ -491,12 +498,28 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         state.results += 1
         state.put(RawResult(state.seq, dict(result)))
 
+    def _give_up(self, state: _TrialLog) -> _TrialLog:
+        """Stop logging a trial whose workers keep dying (said once); Tune's files keep it."""
+        if not state.gave_up:
+            state.gave_up = True
+            state.put = _discard
+            logger.error(
+                "tune-wandb: the W&B workers of trial %s died %d times before finishing its "
+                "run; W&B logging of this trial stops here (the reasons are in the errors "
+                "above). What they wrote is on disk in %s; Tune's own result files keep "
+                "every result.",
+                state.handle.trial_name,
+                state.deaths + 1,
+                state.handle.run_dir or "the trial's directory",
+            )
+        return state
+
     def _replace_dead_workers(self, trials: list[Trial]) -> bool:
         """Replace each worker that died before finishing its run; True if any was."""
         replaced = False
         for trial in trials:
             state = self._trials.get(trial.trial_id)
-            if state is None or state.handle.stopped_by_us:
+            if state is None or state.handle.stopped_by_us or state.gave_up:
                 continue
             if state.handle.exited.is_set() and state.handle.finished is None:
                 ended = state.ended
@@ -528,7 +551,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 # Its worker died: a new one logs what it left, then finishes.
                 state = self._start(trial, previous=state)
             state.ended = True
-            state.handle.finish(1 if failed else 0)
+            if not state.gave_up:
+                state.handle.finish(1 if failed else 0)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
@@ -594,9 +618,19 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                     exit_code=finished.exit_code if finished is not None else None,
                     offline=finished.offline if finished is not None else True,
                     finished=finished is not None,
+                    given_up=state.gave_up,
                 )
             )
         return lines
+
+
+#: Worker deaths after which a trial is no longer logged (a worker that cannot
+#: start its run at all would otherwise be started again at every result).
+_MAX_WORKER_DEATHS = 3
+
+
+def _discard(message: Any) -> None:
+    """The put of a trial no longer logged."""
 
 
 #: How often a long wait at the end of an experiment says how it goes.
