@@ -60,8 +60,10 @@ def test_every_row_reaches_the_server(online: WandbServer, storage: Path, tmp_pa
         assert record.config["x"] == x and "wandb" not in record.config
         assert record.dropped_rows == 0
         assert record.api_keys == {online.api_key}
-    # The run files were written too, inside each trial's directory.
+    # The run files were written too, inside each trial's directory, and marked
+    # uploaded, so `python -m tune_wandb sync` leaves them alone.
     assert len(list(storage.rglob("run-*.wandb"))) == N_TRIALS
+    assert len(list(storage.rglob("run-*.wandb.synced"))) == N_TRIALS
     # Online runs leave no `wandb login` behind.
     assert not (tmp_path / "home" / ".netrc").exists()
 

@@ -483,9 +483,12 @@ class _Worker:
         run_file = run.settings.sync_file
         offline = bool(run.offline)
         disabled = bool(getattr(run, "disabled", False))
+        # Online, finish() returns once wandb uploaded the run.
+        uploaded = not offline and not disabled
         try:
             run.finish(exit_code=exit_code)
         except Exception as exc:
+            uploaded = False
             self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
         # A shared wandb-core writes the end of the file after finish() returns.
         if not disabled and not _runfile.wait_for_exit_record(run_file, _FILE_CLOSE_SECONDS):
@@ -494,6 +497,9 @@ class _Worker:
                 f"the run file {run_file} had no exit record {_FILE_CLOSE_SECONDS:g}s after "
                 "wandb.finish; what it holds is kept",
             )
+        if uploaded:
+            # So that `python -m tune_wandb sync` (and `wandb sync`) leave it alone.
+            _runfile.mark_uploaded(run_file)
         if self.setup.storage is not None:
             run_dir = self._copy_to_storage(run_dir)
         self._send(RunFinished(exit_code, self.rows, run_dir, offline))

@@ -11,13 +11,10 @@ line, an environment variable or a file.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from tune_wandb import _settings
-
-logger = logging.getLogger("tune_wandb")
 
 #: The holder actor's name, in the Ray job's namespace.
 _HOLDER_NAME = "tune_wandb_api_key"
