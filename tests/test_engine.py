@@ -236,7 +236,7 @@ def test_callback_pickles_without_key(tmp_path: Path) -> None:
 
 
 def test_restore_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
-    config = {"n": 10, "every": 3, "fail_at": 5, "marker": str(tmp_path / "failed-once")}
+    config = {"n": 10, "every": 3, "fail_at": [5], "markers": str(tmp_path)}
     tuner = tune.Tuner(
         trainables.checkpointed,
         param_space=config,
@@ -335,10 +335,10 @@ def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
     assert run.exit_code is None
 
 
-def test_checkpoints_uploaded_as_artifacts(storage: Path, tmp_path: Path) -> None:
+def test_checkpoints_uploaded_as_artifacts(storage: Path) -> None:
     tune.run(
         trainables.checkpointed,
-        config={"n": 6, "every": 3, "marker": str(tmp_path / "m")},
+        config={"n": 6, "every": 3},
         name="ckpt",
         storage_path=str(storage),
         callbacks=[WandbLoggerCallback(project="p", upload_checkpoints=True)],

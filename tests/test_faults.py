@@ -24,6 +24,7 @@ import trainables
 from conftest import wait_no_processes
 from ray import tune
 from test_engine import _SignalWorker
+from test_scripts import ENDLESS
 from wandb_reader import find_runs, run_of_trial
 from wandb_server import RunRecord, WandbServer
 
@@ -156,7 +157,7 @@ def test_retried_and_restored_trial_continues_its_run(
     # from the checkpoint of 6.
     config = {"n": 10, "every": 3, "fail_at": [5, 8], "markers": str(markers)}
     tuner = tune.Tuner(
-        trainables.fails_at_each,
+        trainables.checkpointed,
         param_space=config,
         run_config=tune.RunConfig(
             name="retried",
@@ -177,7 +178,7 @@ def test_retried_and_restored_trial_continues_its_run(
         assert iterations(record) == [1, 2, 3, 4, 4, 5, 6, 7]
 
     restored = tune.Tuner.restore(
-        str(storage / "retried"), trainables.fails_at_each, resume_errored=True
+        str(storage / "retried"), trainables.checkpointed, resume_errored=True
     )
     assert not restored.fit().errors
     (run,) = find_runs(storage / "retried").values()
@@ -197,31 +198,6 @@ def test_retried_and_restored_trial_continues_its_run(
 
 
 # -- 3. Ctrl-C, online -----------------------------------------------------------
-
-ENDLESS = textwrap.dedent(
-    """
-    import sys, time
-    import ray
-    from ray import tune
-    from tune_wandb import WandbLoggerCallback
-
-    def train(config):
-        for i in range(100000):
-            time.sleep(0.02)
-            tune.report({"loss": 1.0 / (i + 1)})
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    tune.run(
-        train,
-        config={"x": tune.grid_search([1, 2])},
-        name="ctrlc",
-        storage_path=sys.argv[1],
-        callbacks=[WandbLoggerCallback(project="p", upload_timeout=120)],
-        verbose=0,
-    )
-    print("RETURNED", time.time(), flush=True)
-    """
-)
 
 
 def test_ctrl_c_online_finishes_every_run_as_interrupted(

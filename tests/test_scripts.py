@@ -109,10 +109,11 @@ ENDLESS = textwrap.dedent(
         config={"x": tune.grid_search([1, 2])},
         name="ctrlc",
         storage_path=sys.argv[1],
-        callbacks=[WandbLoggerCallback(project="p")],
+        # A long upload_timeout: tests check that runs already done are not waited on.
+        callbacks=[WandbLoggerCallback(project="p", upload_timeout=120)],
         verbose=0,
     )
-    print("RETURNED", flush=True)
+    print("RETURNED", time.time(), flush=True)
     """
 )
 

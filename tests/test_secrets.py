@@ -82,7 +82,7 @@ def test_the_key_leaks_nowhere(
     try:
         tune.run(
             trainables.checkpointed,
-            config={"n": 4, "every": 2, "marker": str(tmp_path / "m")},
+            config={"n": 4, "every": 2},
             name="secrets",
             storage_path=str(storage),
             callbacks=[callback],

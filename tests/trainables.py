@@ -63,10 +63,10 @@ class CheckpointingTrainable(tune.Trainable):
 
 
 def checkpointed(config: dict[str, Any]) -> None:
-    """Count to ``n``, checkpointing every ``every``; fail once at ``fail_at``.
+    """Count to ``n``, checkpointing every ``every``; fail once at each iteration in ``fail_at``.
 
-    The failure happens only while the ``marker`` file does not exist, so a
-    restored or retried trial goes through.
+    Each failure happens only while its marker file (``<markers>/failed-<it>``)
+    does not exist, so a retried or restored trial goes past it.
     """
     import tempfile
     from pathlib import Path
@@ -77,10 +77,11 @@ def checkpointed(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             start = int(Path(d, "it").read_text())
     for it in range(start + 1, config["n"] + 1):
-        marker = Path(config["marker"])
-        if it == config.get("fail_at") and not marker.exists():
-            marker.touch()
-            raise RuntimeError(f"failing once at iteration {it}")
+        if it in config.get("fail_at", ()):
+            marker = Path(config["markers"], f"failed-{it}")
+            if not marker.exists():
+                marker.touch()
+                raise RuntimeError(f"failing once at iteration {it}")
         metrics = {"value": it * 10}
         if it % config["every"] == 0:
             with tempfile.TemporaryDirectory() as d:
@@ -274,34 +275,6 @@ def many_keys(config: dict[str, Any]) -> None:
     """Report ``config["n"]`` results of ``config["keys"]`` numbers each."""
     for i in range(config["n"]):
         tune.report({"ok": i, **{f"k{j:05d}": float(i + j) for j in range(config["keys"])}})
-
-
-def fails_at_each(config: dict[str, Any]) -> None:
-    """Count to ``n``, checkpointing every ``every``; fail once at each iteration in ``fail_at``.
-
-    Each failure happens only while its marker file (``<markers>/failed-<it>``)
-    does not exist, so a retried or restored trial goes past it.
-    """
-    import tempfile
-    from pathlib import Path
-
-    start = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            start = int(Path(d, "it").read_text())
-    for it in range(start + 1, config["n"] + 1):
-        marker = Path(config["markers"], f"failed-{it}")
-        if it in config["fail_at"] and not marker.exists():
-            marker.touch()
-            raise RuntimeError(f"failing once at iteration {it}")
-        metrics = {"value": it * 10}
-        if it % config["every"] == 0:
-            with tempfile.TemporaryDirectory() as d:
-                Path(d, "it").write_text(str(it))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        else:
-            tune.report(metrics)
 
 
 def broken_media(config: dict[str, Any]) -> None:
