@@ -50,9 +50,12 @@ def check_api_key(key: str, base_url: str, timeout: float) -> KeyCheck:
         >>> check_api_key("x" * 40, "http://127.0.0.1:9", 1.0).status
         <KeyStatus.UNREACHABLE: 'unreachable'>
     """
-    host = urlparse(base_url).hostname or base_url
+    url = urlparse(base_url)
+    host = url.hostname or base_url
+    if url.scheme not in ("http", "https"):
+        return KeyCheck(KeyStatus.UNREACHABLE, host, f"not an http(s) URL: {base_url!r}")
     token = base64.b64encode(f"api:{key}".encode()).decode()
-    request = urllib.request.Request(  # noqa: S310 - the user's W&B URL, http(s) only (below)
+    request = urllib.request.Request(  # noqa: S310 - the user's W&B URL, http(s) only (above)
         base_url.rstrip("/") + "/graphql",
         data=json.dumps({"query": _VIEWER_QUERY}).encode(),
         headers={
@@ -62,8 +65,6 @@ def check_api_key(key: str, base_url: str, timeout: float) -> KeyCheck:
         },
         method="POST",
     )
-    if urlparse(base_url).scheme not in ("http", "https"):
-        return KeyCheck(KeyStatus.UNREACHABLE, host, f"not an http(s) URL: {base_url!r}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             body = json.loads(response.read() or b"{}")

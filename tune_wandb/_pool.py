@@ -140,7 +140,6 @@ class _Sender:
         #: The queue's own put: no Python frame between the caller and the queue.
         #: Messages put before the worker's socket exists wait in the queue.
         self.put: Callable[[Any], None] = self._queue.put
-        self.error: BaseException | None = None
         #: For warnings: the trial, and the keys already said to be unpicklable.
         self.trial_name = ""
         self.unpicklable: set[str] = set()
@@ -311,9 +310,8 @@ class _Sender:
                 sent = sock.send(self._out, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return True
-            except OSError as exc:
+            except OSError:
                 # The worker is gone: what it did not get waits for its replacement.
-                self.error = exc
                 return False
             self._out = self._out[sent:]
             if self._out:

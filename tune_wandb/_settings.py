@@ -287,6 +287,20 @@ def unknown_init_kwargs(kwargs: Mapping[str, Any]) -> dict[str, str | None]:
     return out
 
 
+def drop_unknown_init_kwargs(kwargs: dict[str, Any]) -> dict[str, str | None]:
+    """Take the names ``wandb.init`` does not take out of ``kwargs``; returns them.
+
+    Example:
+        >>> kwargs = {"grup": "g", "notes": "n"}
+        >>> drop_unknown_init_kwargs(kwargs), kwargs
+        ({'grup': 'group'}, {'notes': 'n'})
+    """
+    unknown = unknown_init_kwargs(kwargs)
+    for name in unknown:
+        del kwargs[name]
+    return unknown
+
+
 def describe_unknown(unknown: Mapping[str, str | None]) -> str:
     """``'projet' (did you mean 'project'?)``, for messages."""
     return ", ".join(
@@ -295,16 +309,38 @@ def describe_unknown(unknown: Mapping[str, str | None]) -> str:
     )
 
 
-def logged_in(environ: Mapping[str, str]) -> bool:
-    """Whether ``wandb login`` stored a key for the W&B host (in ``~/.netrc``).
+#: Where :func:`find_api_key` says a key stored by ``wandb login`` came from.
+LOGIN_ORIGIN = "`wandb login` (~/.netrc)"
 
-    Read without importing wandb, which the driver never needs.
+
+def find_api_key(
+    api_key_file: str | None, api_key: str | None, environ: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """The API key and where it came from, or None when there is none.
+
+    In order: ``api_key`` or ``api_key_file``, ``WANDB_API_KEY``, the key of
+    ``wandb login`` (its origin is :data:`LOGIN_ORIGIN`).
+
+    Raises:
+        ValueError: both ``api_key`` and ``api_key_file``, or an empty file.
+        FileNotFoundError: ``api_key_file`` does not exist.
     """
-    return netrc_key(environ) is not None
+    key = read_api_key(api_key_file, api_key)
+    if key:
+        return key, (f"api_key_file {api_key_file!r}" if api_key_file else "api_key")
+    if environ.get(API_KEY_ENV_VAR):
+        return environ[API_KEY_ENV_VAR], API_KEY_ENV_VAR
+    stored = netrc_key(environ)
+    if stored:
+        return stored, LOGIN_ORIGIN
+    return None
 
 
 def netrc_key(environ: Mapping[str, str]) -> str | None:
-    """The key ``wandb login`` stored for the W&B host in ``~/.netrc``, or None."""
+    """The key ``wandb login`` stored for the W&B host in ``~/.netrc``, or None.
+
+    Read without importing wandb, which the driver never needs.
+    """
     import netrc
     from urllib.parse import urlparse
 

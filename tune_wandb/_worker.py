@@ -190,7 +190,7 @@ class _Worker:
             settings["x_save_requirements"] = False
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
-        offline = kwargs.get("mode") == "offline" or os.environ.get("WANDB_MODE") == "offline"
+        offline = _settings.offline_or_disabled(kwargs, os.environ)
         failed: Exception | None = None
         if not offline:
             # wandb.init waits for W&B up to its init_timeout (90 s by default),
@@ -275,9 +275,7 @@ class _Worker:
 
         piece = os.path.dirname(run_file)
         offline_run = os.path.basename(piece).startswith("offline-")
-        if offline_run or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-            return
-        if self.setup.init_kwargs.get("mode") in ("offline", "disabled"):
+        if offline_run or _settings.offline_or_disabled(self.setup.init_kwargs, os.environ):
             return
         if os.path.exists(f"{run_file}.synced"):
             return

@@ -292,15 +292,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
         The worker's key is None when ``wandb login`` has it: wandb reads it there.
         """
-        key = _settings.read_api_key(api_key_file, api_key)
-        if key:
-            return key, key, f"api_key_file {api_key_file!r}" if api_key_file else "api_key"
-        if os.environ.get(_settings.API_KEY_ENV_VAR):
-            key = os.environ[_settings.API_KEY_ENV_VAR]
-            return key, key, "WANDB_API_KEY"
-        stored = _settings.netrc_key(os.environ)
-        if stored:
-            return None, stored, "`wandb login` (~/.netrc)"
+        found = _settings.find_api_key(api_key_file, api_key, os.environ)
+        if found is not None:
+            key, origin = found
+            return (None if origin == _settings.LOGIN_ORIGIN else key), key, origin
         hook = os.environ.get(_settings.SETUP_API_KEY_HOOK)
         if hook:
             try:
@@ -321,9 +316,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def _drop_unknown(self, entry_kwargs: dict[str, Any]) -> None:
         """Leave out (with one warning each) entry keys ``wandb.init`` does not take."""
-        unknown = _settings.unknown_init_kwargs(entry_kwargs)
-        for name in unknown:
-            del entry_kwargs[name]
+        unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
         new = {k: v for k, v in unknown.items() if k not in self._said_unknown}
         if new:
             self._said_unknown.update(new)

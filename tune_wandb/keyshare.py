@@ -69,12 +69,8 @@ def share_api_key(api_key: str | None = None, api_key_file: str | None = None) -
 
 
 def _driver_key(api_key: str | None, api_key_file: str | None) -> str | None:
-    key = _settings.read_api_key(api_key_file, api_key)
-    if key:
-        return key
-    if os.environ.get(_settings.API_KEY_ENV_VAR):
-        return os.environ[_settings.API_KEY_ENV_VAR]
-    return _settings.netrc_key(os.environ)
+    found = _settings.find_api_key(api_key_file, api_key, os.environ)
+    return found[0] if found is not None else None
 
 
 def shared_api_key() -> str | None:

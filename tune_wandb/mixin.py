@@ -397,10 +397,8 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     import wandb
 
     options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
-    unknown = _settings.unknown_init_kwargs(entry_kwargs)
+    unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
     if unknown:
-        for name in unknown:
-            del entry_kwargs[name]
         logger.warning(
             'tune-wandb: trial %s: the "wandb" config entry has keys wandb.init does not '
             "take: %s; they are left out.",
@@ -451,20 +449,18 @@ def _trial_key(options: dict[str, Any]) -> str | None:
         _warn_of_entry_key()
     key_file = options.get("api_key_file")
     try:
-        key = _settings.read_api_key(key_file, options.get("api_key"))
+        found = _settings.find_api_key(key_file, options.get("api_key"), os.environ)
     except FileNotFoundError:
-        key = None  # not on this node: another source may have it
-    if key:
-        return key
-    if os.environ.get(_settings.API_KEY_ENV_VAR):
-        return os.environ[_settings.API_KEY_ENV_VAR]
-    if _settings.logged_in(os.environ):
-        return None
+        # Not on this node: another source may have one.
+        found = _settings.find_api_key(None, None, os.environ)
+    if found is not None:
+        key, origin = found
+        return None if origin == _settings.LOGIN_ORIGIN else key  # wandb reads its login
     from tune_wandb import keyshare
 
-    key = keyshare.shared_api_key()
-    if key:
-        return key
+    shared = keyshare.shared_api_key()
+    if shared:
+        return shared
     import socket
 
     missing = f"the api_key_file {key_file!r} is not on it, " if key_file else ""
