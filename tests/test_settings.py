@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,16 @@ def test_unknown_wandb_init_arguments_are_caught_on_the_driver(
         assert kwargs == {"notes": "kept"}
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "'grup' (did you mean 'group'?)" in warning and "left out" in warning
+
+
+def test_checking_wandb_init_arguments_does_not_import_wandb() -> None:
+    # The driver reads wandb.init's signature from its source: importing wandb
+    # would cost every Tune script most of a second.
+    code = (
+        "import sys\n"
+        "from tune_wandb import _settings\n"
+        "assert 'project' in _settings.init_parameters()\n"
+        "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

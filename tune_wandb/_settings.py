@@ -254,10 +254,12 @@ def init_parameters() -> frozenset[str] | None:
     import importlib.util
 
     try:
-        spec = importlib.util.find_spec("wandb.sdk.wandb_init")
+        # The top-level spec only: finding ``wandb.sdk.wandb_init`` would import wandb.
+        spec = importlib.util.find_spec("wandb")
         if spec is None or spec.origin is None:
             return None
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        source = Path(spec.origin).parent / "sdk" / "wandb_init.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
     except (ImportError, OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
