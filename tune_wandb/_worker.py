@@ -271,7 +271,7 @@ class _Worker:
         piece again, and W&B keeps only the rows it did not have (each row's
         ``_step`` must move forward).
         """
-        from tune_wandb.sync import _wandb_sync
+        from tune_wandb.sync import wandb_sync
 
         piece = os.path.dirname(run_file)
         offline_run = os.path.basename(piece).startswith("offline-")
@@ -283,7 +283,7 @@ class _Worker:
         if self.setup.api_key:
             env["WANDB_API_KEY"] = self.setup.api_key  # the child's environment, no file
         env["WANDB_SILENT"] = "true"
-        if _wandb_sync([piece], env=env, timeout=_UPLOAD_DEAD_PIECE_SECONDS) != 0:
+        if wandb_sync([piece], env=env, timeout=_UPLOAD_DEAD_PIECE_SECONDS) != 0:
             self._say(
                 logging.WARNING,
                 f"could not upload the piece a dead worker left in {piece}; it is on disk. "

@@ -153,7 +153,7 @@ def sync(
     line per run as it goes. Returns how many runs failed to upload.
     """
     out = out or sys.stdout
-    run_command = run_command or _wandb_sync
+    run_command = run_command or wandb_sync
     runs = find_local_runs(experiment_dir)
     todo = [r for r in runs if not r.uploaded]
     skipped = len(runs) - len(todo)
@@ -178,13 +178,18 @@ def sync(
     return failed
 
 
-def _wandb_sync(
+def wandb_sync(
     pieces: list[str], env: dict[str, str] | None = None, timeout: float | None = None
 ) -> int:
     """``wandb sync`` of one run's pieces, in a process of its own; its exit code.
 
     ``env`` replaces this process's environment for it; past ``timeout``
-    seconds it is killed and the result is 1.
+    seconds it is killed and the result is 1. Also used by a worker that
+    uploads the piece its dead predecessor left.
+
+    Example:
+        >>> wandb_sync(["/nonexistent/run-dir"], timeout=60)  # doctest: +SKIP
+        0
     """
     command = [sys.executable, "-m", "wandb", "sync", "--include-online", *pieces]
     env = dict(os.environ if env is None else env)
