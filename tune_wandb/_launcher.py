@@ -29,6 +29,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import recv_handle
 from typing import Any
 
+from tune_wandb import _wandb_compat
 from tune_wandb._protocol import (
     LauncherError,
     ShutdownLauncher,
@@ -87,11 +88,7 @@ def _warm_up() -> str | None:
     for name in _WARM_MODULES:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
-    requirements = None
-    with contextlib.suppress(Exception):
-        from wandb.util import working_set
-
-        requirements = "".join(f"{d.key}=={d.version}\n" for d in working_set())
+    requirements = _wandb_compat.installed_requirements()
     # Objects that exist now are shared with every worker by fork; keeping the
     # collector off them keeps those pages shared instead of copied on write.
     gc.freeze()
@@ -113,15 +110,9 @@ class _SharedService:
         if not wanted or os.environ.get("WANDB_SERVICE"):
             return
         try:
-            from wandb.sdk.lib.service import service_process
-            from wandb.sdk.wandb_settings import Settings
-
-            started = service_process.start_detached(Settings(), idle_timeout=_SERVICE_IDLE_TIMEOUT)
+            self.process, self.token = _wandb_compat.start_detached_service(_SERVICE_IDLE_TIMEOUT)
         except Exception as exc:
             print(f"tune-wandb: no shared wandb-core ({exc!r}); one per worker", file=sys.stderr)
-            return
-        self.process = started._process
-        self.token = started.token.env_value
 
     def stop(self) -> None:
         """End the service (its runs are finished by now) and reap it."""

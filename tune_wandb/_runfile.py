@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tune_wandb import _wandb_compat
+
 _HEADER = b":W&B"
 _HEADER_LEN = 7
 _BLOCK = 32 * 1024
@@ -78,11 +80,6 @@ class _RecordReader:
                     yield payload
 
 
-#: The Record field numbers of its ``record_type`` oneof (wandb_internal.proto).
-_HISTORY_FIELD = 2
-_RECORD_TYPE_FIELDS = frozenset(range(2, 14)) | {17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 100}
-
-
 def record_type_field(payload: bytes) -> int | None:
     """The field number of a serialized Record's ``record_type``, read from its tags.
 
@@ -97,7 +94,7 @@ def record_type_field(payload: bytes) -> int | None:
     while pos < end:
         tag, pos = _varint(payload, pos)
         number, wire = tag >> 3, tag & 7
-        if number in _RECORD_TYPE_FIELDS:
+        if number in _wandb_compat.RECORD_TYPE_FIELDS:
             return number
         if wire == 0:
             _, pos = _varint(payload, pos)
@@ -163,16 +160,14 @@ class HistoryCounter:
             field = record_type_field(payload)
         except ValueError:
             return
-        if field == _HISTORY_FIELD:
+        if field == _wandb_compat.HISTORY_FIELD:
             self.count += 1
-        elif field == 18:
+        elif field == _wandb_compat.EXIT_FIELD:
             self.exited = True
 
 
 def last_record(path: str | Path) -> Any:
     """The last whole record of a run file, or None."""
-    from wandb.proto import wandb_internal_pb2
-
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -182,7 +177,7 @@ def last_record(path: str | Path) -> Any:
         pass
     if last is None:
         return None
-    record = wandb_internal_pb2.Record()
+    record = _wandb_compat.record_class()()
     record.ParseFromString(last)
     return record
 

@@ -6,12 +6,13 @@ they are tested without Ray or wandb.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tune_wandb import _wandb_compat
 
 #: Ray's variable for the project, read before wandb's own ``WANDB_PROJECT``.
 PROJECT_ENV_VARS = ("WANDB_PROJECT_NAME", "WANDB_PROJECT")
@@ -239,36 +240,6 @@ def base_url(settings: Mapping[str, Any] | None, environ: Mapping[str, str]) -> 
     return str(url or "https://api.wandb.ai")
 
 
-@functools.cache
-def init_parameters() -> frozenset[str] | None:
-    """The keyword arguments the installed ``wandb.init`` takes; None if unknown.
-
-    Read from wandb's source with :mod:`ast`, without importing wandb (which
-    costs the driver most of a second).
-
-    Example:
-        >>> {"project", "group", "settings"} <= init_parameters()
-        True
-    """
-    import ast
-    import importlib.util
-
-    try:
-        # The top-level spec only: finding ``wandb.sdk.wandb_init`` would import wandb.
-        spec = importlib.util.find_spec("wandb")
-        if spec is None or spec.origin is None:
-            return None
-        source = Path(spec.origin).parent / "sdk" / "wandb_init.py"
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-    except (ImportError, OSError, SyntaxError, ValueError):
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "init":
-            args = node.args
-            return frozenset(a.arg for a in [*args.args, *args.kwonlyargs])
-    return None
-
-
 def unknown_init_kwargs(kwargs: Mapping[str, Any]) -> dict[str, str | None]:
     """The names in ``kwargs`` ``wandb.init`` does not take, each with a likely meant name.
 
@@ -278,7 +249,7 @@ def unknown_init_kwargs(kwargs: Mapping[str, Any]) -> dict[str, str | None]:
     """
     import difflib
 
-    known = init_parameters()
+    known = _wandb_compat.init_parameters()
     if known is None:
         return {}
     out: dict[str, str | None] = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from tune_wandb import _filters, _runfile, _settings
+from tune_wandb import _filters, _runfile, _settings, _wandb_compat
 from tune_wandb._protocol import (
     EXIT_DRIVER_LOST,
     Batch,
@@ -209,7 +209,7 @@ class _Worker:
             # not answer: end this worker's own wandb-core, and start again on
             # a new one of its own (a shared one is left alone).
             os.environ.pop("WANDB_SERVICE", None)
-            _kill_own_service()
+            _wandb_compat.kill_own_service()
             with contextlib.suppress(Exception, SystemExit):
                 wandb.teardown()
             settings.pop("api_key", None)
@@ -299,12 +299,10 @@ class _Worker:
         service took from the dead worker, and frees the run id to resume.
         (Closing it with ``inform_finish`` alone drops what it had not uploaded.)
         """
-        from wandb.sdk.wandb_init import _attach
-
         if not run_id:
             return False
         try:
-            dead = _attach(attach_id=run_id)
+            dead = _wandb_compat.attach(run_id)
         except Exception:
             return False  # no such stream in the service: nothing to finish
         try:
@@ -531,20 +529,6 @@ def _stop_waiting(signum: int, frame: Any) -> None:
     # Once: a second SIGTERM ends the worker as SIGTERM does.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise _StoppedWaitingError("stopped by the driver while wandb.init waited for W&B")
-
-
-def _kill_own_service() -> None:
-    """SIGKILL the wandb-core this worker started, if any (best effort: wandb internals)."""
-    from wandb.sdk import wandb_setup
-
-    connection = getattr(getattr(wandb_setup, "_singleton", None), "_connection", None)
-    # ServiceProcess (None for a service this process did not start), then its Popen.
-    process = getattr(getattr(connection, "_proc", None), "_process", None)
-    if process is None:
-        return
-    with contextlib.suppress(Exception):
-        process.kill()
-        process.wait(timeout=5.0)
 
 
 def _piece_suffix(root: str | None, run_id: str | None) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tune_wandb import _filters, _runfile, _settings
+from tune_wandb import _filters, _runfile, _settings, _wandb_compat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -511,14 +511,8 @@ def _teardown_if_idle() -> None:
     """
     import wandb
 
-    try:
-        from wandb.sdk import wandb_setup
-
-        setup = wandb_setup._singleton
-        idle = setup is None or setup.most_recent_active_run is None
-    except Exception:  # a wandb without these private names: leave it to wandb
-        idle = False
-    if idle:
+    # A wandb that cannot tell (None) is left to stop its service itself.
+    if _wandb_compat.has_live_run() is False:
         wandb.teardown()
 
 

@@ -1,0 +1,141 @@
+"""Every use of wandb's private API, in one place.
+
+tune-wandb needs a few things wandb does not publish: attaching to a run
+stream another process opened, starting a detached wandb-core and keeping its
+process handle, the process of the wandb-core this process started, whether a
+run of this process is still live, the protobuf field numbers of the run
+file's records, and the parameters of ``wandb.init``. Each function here names
+the private attribute path or number it relies on; ``tests/test_wandb_compat.py``
+asserts each of them against the installed wandb, so a wandb release that
+moves one fails there, loudly, in one place.
+
+Nothing here imports wandb at module level: the driver imports this module
+and must not pay for wandb.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+#: ``Record.history``'s field number in ``wandb_internal.proto``.
+HISTORY_FIELD = 2
+#: ``Record.exit``'s field number: the record that ends a finished run's file.
+EXIT_FIELD = 18
+#: The field numbers of ``Record``'s ``record_type`` oneof (wandb 0.31).
+RECORD_TYPE_FIELDS = frozenset(range(2, 14)) | {17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 100}
+
+
+def attach(run_id: str) -> Any:
+    """Attach to the stream of ``run_id`` in this process's wandb-core; the Run or None.
+
+    ``wandb.sdk.wandb_init._attach``: a shared wandb-core keeps the stream of
+    a client that died; attaching to it is the only way to finish it.
+
+    Raises:
+        Exception: whatever wandb raises when the service has no such stream.
+    """
+    from wandb.sdk.wandb_init import _attach
+
+    return _attach(attach_id=run_id)
+
+
+def start_detached_service(idle_timeout: str) -> tuple[Any, str]:
+    """Start a wandb-core that outlives this process: ``(its Popen, its WANDB_SERVICE value)``.
+
+    ``wandb.sdk.lib.service.service_process.start_detached`` starts the process
+    and reads its address without starting a thread (so the caller can still
+    fork safely); its handle keeps the ``Popen`` in ``_process``.
+    """
+    from wandb.sdk.lib.service import service_process
+    from wandb.sdk.wandb_settings import Settings
+
+    started = service_process.start_detached(Settings(), idle_timeout=idle_timeout)
+    return started._process, started.token.env_value
+
+
+def own_service_process() -> Any:
+    """The ``Popen`` of the wandb-core this process started, or None.
+
+    ``wandb_setup._singleton._connection._proc._process``: the singleton's
+    connection holds the ``ServiceProcess`` it started (None for a service
+    another process started), which holds the ``Popen``.
+    """
+    from wandb.sdk import wandb_setup
+
+    connection = getattr(getattr(wandb_setup, "_singleton", None), "_connection", None)
+    return getattr(getattr(connection, "_proc", None), "_process", None)
+
+
+def kill_own_service(timeout: float = 5.0) -> None:
+    """SIGKILL the wandb-core this process started, if any, and reap it."""
+    process = own_service_process()
+    if process is None:
+        return
+    with contextlib.suppress(Exception):
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+def has_live_run() -> bool | None:
+    """Whether a run of this process is still live; None if wandb cannot tell.
+
+    ``wandb_setup._singleton.most_recent_active_run``.
+    """
+    try:
+        from wandb.sdk import wandb_setup
+
+        setup = wandb_setup._singleton
+        live = setup is not None and setup.most_recent_active_run is not None
+    except Exception:
+        return None
+    return live
+
+
+def record_class() -> Any:
+    """The protobuf class of a run file's records (``wandb.proto.wandb_internal_pb2.Record``)."""
+    from wandb.proto import wandb_internal_pb2
+
+    return wandb_internal_pb2.Record
+
+
+def installed_requirements() -> str | None:
+    """This environment's packages as a ``requirements.txt`` (``wandb.util.working_set``)."""
+    try:
+        from wandb.util import working_set
+
+        return "".join(f"{d.key}=={d.version}\n" for d in working_set())
+    except Exception:
+        return None
+
+
+@functools.cache
+def init_parameters() -> frozenset[str] | None:
+    """The keyword arguments the installed ``wandb.init`` takes; None if unknown.
+
+    Read from wandb's source (``wandb/sdk/wandb_init.py``, its module-level
+    ``def init``) with :mod:`ast`, without importing wandb, which costs the
+    driver most of a second.
+
+    Example:
+        >>> {"project", "group", "settings"} <= init_parameters()
+        True
+    """
+    try:
+        # The top-level spec only: finding ``wandb.sdk.wandb_init`` would import wandb.
+        spec = importlib.util.find_spec("wandb")
+        if spec is None or spec.origin is None:
+            return None
+        source = Path(spec.origin).parent / "sdk" / "wandb_init.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "init":
+            args = node.args
+            return frozenset(a.arg for a in [*args.args, *args.kwonlyargs])
+    return None
