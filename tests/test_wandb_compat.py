@@ -1,4 +1,4 @@
-"""wandb's private API, as tune_wandb._wandb_compat relies on it, checked against the installed wandb.
+"""wandb's private API as tune_wandb._wandb_compat uses it, checked against the installed wandb.
 
 Each test names the attribute path, signature or number one function of the
 compatibility module uses: a wandb release that changes one fails here.
