@@ -2,9 +2,9 @@
 
 Run with ``nox -s bench`` (after the side-by-side benchmark) or
 ``python benchmarks/backlog.py``. For each setting, one worker is started and
-stopped with SIGSTOP (it takes nothing), 100,000 Tune-like results are put on
-its handle as the callback puts them, and the driver's RSS is measured once
-the sender has taken them all off its queue; the worker is then continued
+stopped with SIGSTOP (it takes nothing), 100,000 Tune-like results are queued
+for its run as the callback queues them, and the driver's RSS is measured once
+the pool thread has taken them all off its queue; the worker is then continued
 (SIGCONT) and every row is counted in its run file. Settings, side by side in
 one process: the backlog capped in memory (tune-wandb's default, the rest
 spooled to disk) and uncapped (everything held in RAM, as a plain queue would).
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tune_wandb import _filters, _pool, _runfile  # noqa: E402
-from tune_wandb._pool import RawResult, WorkerPool  # noqa: E402
+from tune_wandb._pool import WorkerPool  # noqa: E402
 from tune_wandb._protocol import LogRow, WorkerSetup  # noqa: E402
 from tune_wandb._settings import QUIET_SETTINGS  # noqa: E402
 
@@ -87,34 +87,34 @@ def run_one(results: int, cap: int, root: Path) -> dict[str, Any]:
     )
     pool = WorkerPool()
     try:
-        handle = pool.spawn("t", "t", setup, prepare)
+        run = pool.open("t", "t", setup, prepare)
         deadline = time.monotonic() + 60
-        while handle.started is None or handle.pid is None:
+        while run.started is None or run.worker_pid is None:
             assert time.monotonic() < deadline, "worker did not start"
             time.sleep(0.05)
+        pid = run.worker_pid
         gc.collect()
         before = rss_mb()
-        os.kill(handle.pid, signal.SIGSTOP)
-        put = handle.put_nowait
+        os.kill(pid, signal.SIGSTOP)
+        put = pool.put  # what the callback calls on the Tune loop
         started = time.perf_counter()
         for i in range(1, results + 1):
-            put(RawResult(i, dict(tune_result(i))))
+            put((run, dict(tune_result(i))))
         put_seconds = time.perf_counter() - started
-        queue = handle.sender._queue
-        while not queue.empty():
+        ledger = run.ledger
+        while run.rows < results:
             time.sleep(0.1)
         time.sleep(0.5)
         gc.collect()
         stalled = rss_mb()
-        backlog = handle.sender.backlog
-        in_memory, spooled = backlog.in_memory, backlog.spooled
-        os.kill(handle.pid, signal.SIGCONT)
+        in_memory, spooled = ledger.in_memory, ledger.spooled
+        os.kill(pid, signal.SIGCONT)
         caught_up = time.perf_counter()
-        handle.finish(0)
-        assert pool.wait([handle], timeout=600) == []
+        run.finish(0)
+        assert pool.wait([run], timeout=600) == []
         drain_seconds = time.perf_counter() - caught_up
-        assert handle.run_file is not None
-        rows = _runfile.HistoryCounter(handle.run_file).update()
+        assert run.run_file is not None
+        rows = _runfile.HistoryCounter(run.run_file).update()
     finally:
         pool.close()
     return {

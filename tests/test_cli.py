@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_workers import make_setup
+from support import make_setup
 from wandb_server import WandbServer
 
 from tune_wandb._pool import WorkerPool
-from tune_wandb._protocol import LogRow
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -21,11 +20,11 @@ def write_piece(trial_dir: Path, run_id: str, rows: range) -> None:
     """One piece of an offline run, as a worker writes it (a second one resumes)."""
     pool = WorkerPool()
     try:
-        handle = pool.spawn(run_id, run_id, make_setup(trial_dir, run_id))
+        run = pool.open(run_id, run_id, make_setup(trial_dir, run_id))
         for i in rows:
-            handle.put(LogRow(i, {"training_iteration": i, "loss": 1 / i}))
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
+            run.put({"training_iteration": i, "loss": 1 / i})
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
     finally:
         pool.close()
 

@@ -13,6 +13,7 @@ import pytest
 import trainables
 from conftest import our_processes
 from ray import tune
+from support import SignalWorker
 from wandb_reader import RunData, find_runs
 
 from tune_wandb import WandbLoggerCallback
@@ -266,46 +267,6 @@ def test_restore_continues_the_same_run(storage: Path, tmp_path: Path) -> None:
     assert run.exit_codes == [1, 0]
 
 
-class _SignalWorker(tune.Callback):
-    """Sends ``sig`` to the trial's tune-wandb worker once, when the trial reaches ``at``."""
-
-    def __init__(
-        self,
-        logger_callback: WandbLoggerCallback,
-        at: int,
-        sig: int,
-        settle: float = 0.0,
-        wait_exit: bool = False,
-    ) -> None:
-        self.logger_callback = logger_callback
-        self.at = at
-        self.sig = sig
-        self.settle = settle
-        self.wait_exit = wait_exit
-        self.signalled: list[int] = []
-
-    def on_trial_result(
-        self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
-    ) -> None:
-        import os
-        import time
-
-        if result["training_iteration"] != self.at:
-            return
-        handle = self.logger_callback._trials[trial.trial_id].handle
-        deadline = time.monotonic() + 30
-        while handle.pid is None or handle.started is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(self.settle)  # let the worker log what it has been sent so far
-        os.kill(handle.pid, self.sig)
-        self.signalled.append(handle.pid)
-        if self.wait_exit:
-            # Until the driver knows: rows sent to a worker that is already dead
-            # but not yet seen dead are not re-sent yet.
-            assert handle.exited.wait(30)
-
-
 def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
     storage: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -313,7 +274,7 @@ def test_upload_timeout_stops_stuck_workers_and_says_how_to_sync(
 
     caplog.set_level(logging.ERROR, logger="tune_wandb")
     callback = WandbLoggerCallback(project="p", upload_timeout=2)
-    freezer = _SignalWorker(callback, at=20, sig=signal.SIGSTOP, settle=0.5)
+    freezer = SignalWorker(callback, at=20, sig=signal.SIGSTOP, settle=0.5)
     started = time.monotonic()
     tune.run(
         trainables.report_n,
@@ -368,7 +329,7 @@ def test_dead_worker_is_replaced_and_the_run_continues(
         storage_path=str(storage),
         callbacks=[
             callback,
-            _SignalWorker(callback, at=at, sig=signal.SIGKILL, wait_exit=wait_exit),
+            SignalWorker(callback, at=at, sig=signal.SIGKILL, wait_exit=wait_exit),
         ],
         verbose=0,
     )

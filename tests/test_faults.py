@@ -14,17 +14,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import trainables
 from conftest import wait_no_processes
 from ray import tune
-from test_engine import _SignalWorker
-from test_scripts import ENDLESS
+from support import ENDLESS, SignalWorker, running
 from wandb_reader import find_runs, run_of_trial
 from wandb_server import RunRecord, WandbServer
 
@@ -107,7 +106,7 @@ def test_killed_worker_is_replaced_and_every_row_lands(
     caplog.set_level(logging.WARNING, logger="tune_wandb")
     in_mode(mode, wandb_server, monkeypatch, tmp_path)
     callback = WandbLoggerCallback(project="p", shared_service=shared)
-    killer = _SignalWorker(callback, at=25, sig=signal.SIGKILL)
+    killer = SignalWorker(callback, at=25, sig=signal.SIGKILL)
     analysis = tune.run(
         trainables.report_n,
         config={"x": 1, "n": 40},
@@ -136,6 +135,57 @@ def test_killed_worker_is_replaced_and_every_row_lands(
         # file; rows its wandb-core had uploaded before dying are sent again
         # and dropped by the server (their _step does not move forward), as
         # W&B drops them.
+
+
+class _KillWhileFinishing(tune.Callback):
+    """SIGKILLs a trial's worker ``delay`` s after the trial completed (its end marker sent)."""
+
+    def __init__(self, logger_callback: WandbLoggerCallback, delay: float) -> None:
+        self.logger_callback = logger_callback
+        self.delay = delay
+        #: Whether each kill found the run not finished yet.
+        self.killed_unfinished: list[bool] = []
+
+    def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+        run = self.logger_callback._trials[trial.trial_id].run
+
+        def kill() -> None:
+            pid = run.worker_pid
+            assert pid is not None
+            self.killed_unfinished.append(run.finished is None)
+            os.kill(pid, signal.SIGKILL)
+
+        threading.Timer(self.delay, kill).start()
+
+
+def test_a_worker_killed_while_finishing_online_is_replaced_and_finishes_at_once(
+    wandb_server: WandbServer, storage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #11: the replacement was never told to finish; tune.run waited the
+    # whole upload_timeout and the server's run ended with exit code 1.
+    go_online(wandb_server, monkeypatch, tmp_path / "home")
+    wandb_server.latency = 0.3  # before every answer: finishing takes seconds
+    callback = WandbLoggerCallback(project="p", upload_timeout=120)
+    killer = _KillWhileFinishing(callback, delay=0.5)
+    clock = _Clock()
+    tune.run(
+        trainables.report_n,
+        config={"x": 1, "n": 20},
+        name="finishing",
+        storage_path=str(storage),
+        callbacks=[callback, killer, clock],
+        verbose=0,
+    )
+    returned = time.monotonic()
+    assert killer.killed_unfinished == [True]
+    assert clock.completed is not None
+    assert returned - clock.completed < 60  # far from upload_timeout's 120 s
+    (record,) = wandb_server.runs()
+    assert record.finished and record.exit_code == 0
+    check_every_row_at_most_one_twice(iterations(record), 20)
+    (run,) = find_runs(storage / "finishing").values()
+    assert run.exit_codes[-1] == 0
+    check_every_row_at_most_one_twice(run.column("training_iteration"), 20)
 
 
 # -- 2. a trial retried by Tune, then the experiment restored -------------------
@@ -256,41 +306,23 @@ DRIVER_DIES = textwrap.dedent(
     """
     import json, os, signal, sys
     sys.path.insert(0, {tests!r})
-    from test_workers import put_rows, wait_for
+    from dataclasses import replace
+    from pathlib import Path
+    from support import make_setup, put_rows, wait_for
     from tune_wandb._pool import WorkerPool
-    from tune_wandb._protocol import WorkerSetup
-    from tune_wandb._settings import QUIET_SETTINGS
 
     env = json.loads(sys.argv[2])
     key = env.pop("WANDB_API_KEY")
-    setup = WorkerSetup(
-        trial_id="a",
-        trial_name="trial-a",
-        init_kwargs={{
-            "id": "run-a", "name": "trial-a", "project": "workers", "dir": sys.argv[1],
-            "resume": "allow", "settings": dict(QUIET_SETTINGS),
-        }},
-        driver_pid=os.getpid(),
-        env=env,
-        api_key=key,
-    )
+    setup = replace(make_setup(Path(sys.argv[1]), "run-a", mode="online"), env=env, api_key=key)
     pool = WorkerPool()
-    handle = pool.spawn("a", "trial-a", setup)
-    wait_for(lambda: handle.started is not None and handle.pid is not None)
-    put_rows(handle, 1, 51)
-    wait_for(lambda: handle.sender.confirmed.seq == 50)  # all 50 in the run file
-    print(handle.pid, pool._launcher.pid, flush=True)
+    run = pool.open("a", "trial-a", setup)
+    wait_for(lambda: run.started is not None and run.worker_pid is not None)
+    put_rows(run, 1, 51)
+    wait_for(lambda: run.ledger.confirmed_seq == 50)  # all 50 in the run file
+    print(run.worker_pid, pool._launcher.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_driver_killed_online_worker_finishes_the_run_and_exits(
@@ -406,17 +438,29 @@ def test_a_slow_server_costs_the_trials_nothing(
 
 
 class _HangAt(tune.Callback):
-    """Makes the test server stop answering when a trial reports iteration ``at``."""
+    """Makes the test server stop answering once a trial reports iteration ``at``.
 
-    def __init__(self, server: WandbServer, at: int) -> None:
+    Mid-run (``at`` > 0), only once every trial's W&B run has started, so that
+    no ``wandb.init`` is caught waiting; ``hung_at`` says at which iteration.
+    """
+
+    def __init__(self, server: WandbServer, at: int, logger_callback: WandbLoggerCallback) -> None:
         self.server = server
         self.at = at
+        self.logger_callback = logger_callback
+        self.hung_at: int | None = None
 
     def on_trial_result(
         self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
     ) -> None:
-        if result["training_iteration"] == self.at:
+        if self.hung_at is not None or result["training_iteration"] < self.at:
+            return
+        logging_trials = self.logger_callback._trials
+        if len(logging_trials) == len(trials) and all(
+            state.run.started is not None for state in logging_trials.values()
+        ):
             self.server.hang = True
+            self.hung_at = result["training_iteration"]
 
 
 @pytest.mark.parametrize("hang_at", [0, 10], ids=["from-the-start", "mid-run"])
@@ -432,20 +476,24 @@ def test_a_server_that_never_answers_costs_upload_timeout_and_keeps_every_row(
     go_online(wandb_server, monkeypatch, tmp_path / "home")
     wandb_server.hang = hang_at == 0
     clock = _Clock()
+    callback = WandbLoggerCallback(project="p", upload_timeout=10, key_check_timeout=2)
+    hanger = _HangAt(wandb_server, hang_at, callback)
     analysis = tune.run(
         trainables.paced,
-        config={"x": tune.grid_search([1, 2]), "n": 30, "pause": 0.05},
+        config={"x": tune.grid_search([1, 2]), "n": 30, "pause": 0.1},
         name="hang",
         storage_path=str(storage),
         callbacks=[
-            WandbLoggerCallback(project="p", upload_timeout=10, key_check_timeout=2),
-            _HangAt(wandb_server, hang_at),
+            callback,
+            hanger,
             clock,
         ],
         verbose=0,
     )
     returned = time.monotonic()
     assert clock.completed is not None
+    if hang_at:
+        assert hanger.hung_at is not None and hanger.hung_at < 30  # mid-run indeed
     # upload_timeout, then up to one 5 s step of stopping the workers.
     assert returned - clock.completed < 10 + 7
     runs = find_runs(storage / "hang")

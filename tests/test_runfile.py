@@ -5,21 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from test_workers import make_setup
+from support import make_setup
 
 from tune_wandb import _runfile
 from tune_wandb._pool import WorkerPool
-from tune_wandb._protocol import LogRow
 
 
 def write_run(root: Path, rows: int) -> Path:
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(root))
+        run = pool.open("a", "trial-a", make_setup(root))
         for i in range(1, rows + 1):
-            handle.put(LogRow(i, {"training_iteration": i, "payload": float(i)}))
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
+            run.put({"training_iteration": i, "payload": float(i)})
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
     finally:
         pool.close()
     (path,) = root.rglob("run-*.wandb")

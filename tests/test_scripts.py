@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_no_processes
+from support import ENDLESS
 from wandb_reader import find_runs
 
 pytestmark = pytest.mark.slow
@@ -89,33 +90,6 @@ def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
         assert run.exit_code == 0
         assert run.project == "scripts"
     assert wait_no_processes() == []
-
-
-ENDLESS = textwrap.dedent(
-    """
-    import sys, time
-    import ray
-    from ray import tune
-    from tune_wandb import WandbLoggerCallback
-
-    def train(config):
-        for i in range(100000):
-            time.sleep(0.02)
-            tune.report({"loss": 1.0 / (i + 1)})
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    tune.run(
-        train,
-        config={"x": tune.grid_search([1, 2])},
-        name="ctrlc",
-        storage_path=sys.argv[1],
-        # A long upload_timeout: tests check that runs already done are not waited on.
-        callbacks=[WandbLoggerCallback(project="p", upload_timeout=120)],
-        verbose=0,
-    )
-    print("RETURNED", time.time(), flush=True)
-    """
-)
 
 
 def test_ctrl_c_finishes_every_run_as_interrupted(tmp_path: Path) -> None:

@@ -11,56 +11,26 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from conftest import wait_no_processes
+from support import make_setup, put_rows, running, wait_for
 from wandb_reader import find_runs
 
-from tune_wandb._pool import WorkerHandle, WorkerPool
-from tune_wandb._protocol import EXIT_DRIVER_LOST, LogRow, WorkerSetup
-from tune_wandb._settings import QUIET_SETTINGS
+from tune_wandb._pool import RunState, WorkerPool
+from tune_wandb._protocol import EXIT_DRIVER_LOST
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
-
-
-def make_setup(root: Path, run_id: str = "run-a") -> WorkerSetup:
-    return WorkerSetup(
-        trial_id=run_id,
-        trial_name=f"trial-{run_id}",
-        init_kwargs={
-            "id": run_id,
-            "name": f"trial-{run_id}",
-            "project": "workers",
-            "dir": str(root),
-            "mode": "offline",
-            "resume": "allow",
-            "settings": dict(QUIET_SETTINGS),
-        },
-        driver_pid=os.getpid(),
-        env={"WANDB_MODE": "offline"},
-    )
-
-
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def put_rows(handle: WorkerHandle, start: int, stop: int) -> None:
-    for i in range(start, stop):
-        handle.put(LogRow(i, {"training_iteration": i, "metric": i * 2.0}))
 
 
 def test_rows_land_and_run_finishes(tmp_path: Path) -> None:
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
-        put_rows(handle, 1, 301)
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
-        assert handle.finished is not None and handle.finished.rows == 300
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
+        put_rows(run, 1, 301)
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
+        assert run.finished is not None and run.finished.rows == 300
+        assert run.state is RunState.FINISHED
     finally:
         pool.close()
     (run,) = find_runs(tmp_path).values()
@@ -77,48 +47,57 @@ def test_rows_land_and_run_finishes(tmp_path: Path) -> None:
 def test_workers_and_launcher_ignore_sigint(tmp_path: Path) -> None:
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
-        wait_for(lambda: handle.started is not None and handle.pid is not None)
-        put_rows(handle, 1, 11)
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
+        wait_for(lambda: run.started is not None and run.worker_pid is not None)
+        put_rows(run, 1, 11)
         assert pool._launcher is not None
-        for pid in (handle.pid, pool._launcher.pid):
+        for pid in (run.worker_pid, pool._launcher.pid):
             os.kill(pid, signal.SIGINT)
-        put_rows(handle, 11, 21)
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
+        put_rows(run, 11, 21)
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
     finally:
         pool.close()
     (run,) = find_runs(tmp_path).values()
     assert run.column("training_iteration") == list(range(1, 21))
 
 
-def test_dead_worker_is_reported_with_exit_code(
+def test_dead_worker_is_reported_with_exit_code_and_replaced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="tune_wandb")
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
-        wait_for(lambda: handle.started is not None and handle.pid is not None)
-        assert handle.pid is not None
-        os.kill(handle.pid, signal.SIGKILL)
-        wait_for(handle.exited.is_set)
-        assert handle.exitcode == -signal.SIGKILL
-        # The driver-side handle stays usable: putting to a dead worker never raises.
-        put_rows(handle, 1, 5)
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
+        put_rows(run, 1, 11)
+        wait_for(lambda: run.ledger.confirmed_seq == 10)
+        first = run.worker_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: run.deaths == 1)
+        # The run goes on with a new worker of its own.
+        put_rows(run, 11, 21)
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
+        assert run.worker_pid not in (None, first)
+        assert run.worker_id == "a#2"
     finally:
         pool.close()
     messages = [r.getMessage() for r in caplog.records]
-    assert any("trial-a" in m and "exit code -9" in m for m in messages), messages
+    assert any(f"trial-a (pid {first})" in m and "exit code -9" in m for m in messages), messages
+    (data,) = find_runs(tmp_path).values()
+    assert len(data.files) == 2
+    assert data.column("training_iteration") == list(range(1, 21))
+    assert data.exit_code == 0
 
 
 def test_pool_can_restart_after_close(tmp_path: Path) -> None:
     pool = WorkerPool()
     for n in range(2):
-        handle = pool.spawn(f"w{n}", f"trial-{n}", make_setup(tmp_path / str(n), f"run-{n}"))
-        put_rows(handle, 1, 4)
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
+        run = pool.open(f"w{n}", f"trial-{n}", make_setup(tmp_path / str(n), f"run-{n}"))
+        put_rows(run, 1, 4)
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
         pool.close()
         assert wait_no_processes() == []
     for n in range(2):
@@ -126,28 +105,20 @@ def test_pool_can_restart_after_close(tmp_path: Path) -> None:
         assert len(run.history) == 3
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan waits for init to reap it)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 DRIVER_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from test_workers import make_setup, put_rows, wait_for
+    from support import make_setup, put_rows, wait_for
     from tune_wandb._pool import WorkerPool
 
     pool = WorkerPool()
-    handle = pool.spawn("a", "trial-a", make_setup(Path(sys.argv[1])))
-    wait_for(lambda: handle.started is not None and handle.pid is not None)
-    put_rows(handle, 1, 51)
-    time.sleep(1.0)  # the sender thread has flushed the rows to the socket
-    print(handle.pid, pool._launcher.pid, flush=True)
+    run = pool.open("a", "trial-a", make_setup(Path(sys.argv[1])))
+    wait_for(lambda: run.started is not None and run.worker_pid is not None)
+    put_rows(run, 1, 51)
+    time.sleep(1.0)  # the pool thread has written the rows to the socket
+    print(run.worker_pid, pool._launcher.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )
@@ -185,14 +156,14 @@ START_METHOD_SCRIPT = textwrap.dedent(
     import multiprocessing, sys
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from test_workers import make_setup, put_rows
+    from support import make_setup, put_rows
     from tune_wandb._pool import WorkerPool
 
     pool = WorkerPool()
-    handle = pool.spawn("a", "trial-a", make_setup(Path(sys.argv[1])))
-    put_rows(handle, 1, 3)
-    handle.finish(0)
-    assert pool.wait([handle], timeout=60) == []
+    run = pool.open("a", "trial-a", make_setup(Path(sys.argv[1])))
+    put_rows(run, 1, 3)
+    run.finish(0)
+    assert pool.wait([run], timeout=60) == []
     pool.close()
     assert multiprocessing.get_start_method(allow_none=True) is None
     multiprocessing.set_start_method("spawn")  # still the user's to choose
@@ -213,11 +184,11 @@ def test_wide_rows_span_blocks_of_the_run_file(tmp_path: Path) -> None:
     pool = WorkerPool()
     wide = {f"metric_{k:05d}_with_a_long_name": float(k) for k in range(3000)}
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
         for i in range(1, 4):
-            handle.put(LogRow(i, {"training_iteration": i, **wide}))
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
+            run.put({"training_iteration": i, **wide})
+        run.finish(0)
+        assert pool.wait([run], timeout=60) == []
     finally:
         pool.close()
     (run,) = find_runs(tmp_path).values()
@@ -229,10 +200,10 @@ def test_wide_rows_span_blocks_of_the_run_file(tmp_path: Path) -> None:
 def test_a_burst_larger_than_a_batch_lands_in_order(tmp_path: Path) -> None:
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
-        put_rows(handle, 1, 3001)  # several batches' worth, queued at once
-        handle.finish(0)
-        assert pool.wait([handle], timeout=120) == []
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
+        put_rows(run, 1, 3001)  # several batches' worth, queued at once
+        run.finish(0)
+        assert pool.wait([run], timeout=120) == []
     finally:
         pool.close()
     (run,) = find_runs(tmp_path).values()
@@ -247,21 +218,23 @@ def test_a_stalled_worker_backlog_is_spooled_and_delivered_in_order(
     monkeypatch.setattr(_pool, "_BACKLOG_IN_MEMORY", 200)
     pool = WorkerPool()
     try:
-        handle = pool.spawn("a", "trial-a", make_setup(tmp_path))
-        wait_for(lambda: handle.started is not None and handle.pid is not None)
-        os.kill(handle.pid, signal.SIGSTOP)  # a worker that cannot keep up at all
+        run = pool.open("a", "trial-a", make_setup(tmp_path))
+        wait_for(lambda: run.started is not None and run.worker_pid is not None)
+        pid = run.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # a worker that cannot keep up at all
         try:
-            put_rows(handle, 1, 20_001)
-            backlog = handle.sender.backlog
-            # The sender keeps taking results off the queue (what the socket's
-            # buffer does not hold); past the cap they go to disk.
-            wait_for(lambda: backlog.spooled > 10_000)
-            assert backlog.in_memory <= 2 * 200
+            put_rows(run, 1, 20_001)
+            ledger = run.ledger
+            # The pool thread keeps taking results off the queue (what the
+            # socket's buffer does not hold); past the cap they go to disk.
+            wait_for(lambda: ledger.spooled > 10_000)
+            assert ledger.in_memory <= 2 * 200
         finally:
-            os.kill(handle.pid, signal.SIGCONT)
-        handle.finish(0)
-        assert pool.wait([handle], timeout=120) == []
-        assert backlog.spooled_total > 10_000 and len(backlog) == 0
+            os.kill(pid, signal.SIGCONT)
+        run.finish(0)
+        assert pool.wait([run], timeout=120) == []
+        assert ledger.spooled_total > 10_000 and ledger.unsent == 0
     finally:
         pool.close()
     (run,) = find_runs(tmp_path).values()

@@ -15,21 +15,23 @@ runs, then ends and reaps them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import multiprocessing
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from tune_wandb import _wandb_compat
+from tune_wandb._channel import FrameReader, frame, receive_with_fds
 from tune_wandb._protocol import (
     LauncherError,
     ShutdownLauncher,
@@ -131,48 +133,59 @@ class _SharedService:
 
 class _Launcher:
     def __init__(
-        self, conn: Connection, service_token: str | None, requirements: str | None
+        self, sock: socket.socket, service_token: str | None, requirements: str | None
     ) -> None:
-        self.conn = conn
+        self.sock = sock
         self.service_token = service_token
         self.requirements = requirements
         self.ctx = multiprocessing.get_context("fork")
         self.workers: dict[str, BaseProcess] = {}
+        self._reader = FrameReader()
+        #: Worker sockets passed by the driver, in the order of their requests.
+        self._fds: collections.deque[int] = collections.deque()
 
     def _send(self, message: object) -> None:
+        # Blocking: the driver's pool thread always reads this socket.
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.sock.sendall(frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def serve(self) -> float:
         """Answer requests until told to stop; returns the grace for the workers."""
         while True:
             sentinels = {p.sentinel: wid for wid, p in self.workers.items()}
-            ready = wait([self.conn, *sentinels])
+            ready = wait([self.sock, *sentinels])
             for obj in ready:
-                if obj is not self.conn:
+                if obj is not self.sock:
                     self._reap(sentinels[obj])  # type: ignore[index]
-            if self.conn not in ready:
+            if self.sock not in ready:
                 continue
             try:
-                message = pickle.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
+                data = receive_with_fds(self.sock, self._fds)
+            except OSError:
+                data = b""
+            if not data:
                 return _ORPHAN_GRACE_SECONDS
-            if isinstance(message, SpawnWorker):
-                self._spawn(message)
-            elif isinstance(message, StopWorker):
-                self._stop(message)
-            elif isinstance(message, ShutdownLauncher):
-                return message.grace_seconds
+            for payload in self._reader.feed(data):
+                message = pickle.loads(payload)
+                if isinstance(message, SpawnWorker):
+                    self._spawn(message)
+                elif isinstance(message, StopWorker):
+                    self._stop(message)
+                elif isinstance(message, ShutdownLauncher):
+                    return message.grace_seconds
 
     def _spawn(self, message: SpawnWorker) -> None:
-        fd = recv_handle(self.conn)
+        # Each request's frame carried its worker's socket, in order.
+        fd = self._fds.popleft()
         try:
             process = self.ctx.Process(
                 target=worker_main,
                 args=(
                     fd,
                     message.payload,
-                    (self.conn.fileno(),),
+                    # What the worker must not keep: this launcher's socket, and
+                    # the sockets of the workers not forked yet.
+                    (self.sock.fileno(), *self._fds),
                     self.service_token,
                     self.requirements,
                 ),
@@ -237,16 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if not a.startswith("--")]
     # Ctrl-C in the terminal reaches the whole process group; the driver decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn = Connection(int(args[0]))
+    sock = socket.socket(fileno=int(args[0]))
+    sock.setblocking(True)
     requirements = _warm_up()
     service = _SharedService(wanted=shared)
     try:
-        launcher = _Launcher(conn, service.token, requirements)
+        launcher = _Launcher(sock, service.token, requirements)
         grace = launcher.serve()
         launcher.shutdown(grace)
     finally:
         service.stop()
-    conn.close()
+    sock.close()
     return 0
 
 

@@ -197,6 +197,16 @@ class Ledger:
         return len(self._unsent)
 
     @property
+    def in_memory(self) -> int:
+        """Messages never sent held in memory now."""
+        return self._unsent.in_memory
+
+    @property
+    def spooled(self) -> int:
+        """Messages never sent spooled to disk now."""
+        return self._unsent.spooled
+
+    @property
     def spooled_total(self) -> int:
         """Messages ever spooled to disk (for logs and benchmarks)."""
         return self._unsent.spooled_total

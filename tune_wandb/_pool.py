@@ -1,49 +1,68 @@
-"""The driver's side of the process model: the launcher, the workers, their sockets.
+"""The driver's side of the process model: one thread that owns every run and worker.
 
 :class:`WorkerPool` starts the launcher (``python -m tune_wandb._launcher``, never
-a fork of the driver) and asks it, from a feeder thread, for one worker per
-trial. Each worker has a socket of its own, fed by a sender thread that
-filters, batches, pickles and sends, so that putting a result costs the Tune
-loop a queue append and nothing that waits on a worker, on W&B or on the
-network. A monitor thread reads what workers and the launcher say, and reports
-a worker that died before finishing its run, with its exit code.
+a fork of the driver) and one thread of its own, the *pool thread*, which
+alone changes the state of every run and every worker process, as the
+manager thread of CPython's process pool does. Other threads only put
+results and commands on its queue (a result costs the Tune loop one
+``SimpleQueue.put``) and wait on a condition for runs to end, always with a
+deadline; no lock is ever held across socket I/O.
 
+The pool thread serves every socket at once and never blocks on one (see
+:mod:`tune_wandb._channel`): it filters what was queued, gives each run's rows
+to the run's ledger (:mod:`tune_wandb._ledger`), writes batches to the
+workers as far as their sockets take them, reads what the workers and the
+launcher say, and replaces a worker that died before finishing its run.
+
+A worker's lifecycle (:class:`WorkerState`), changed by the pool thread only::
+
+    SPAWNING --WorkerStarted--> RUNNING --end marker written--> FINISHING --RunFinished--> FINISHED
+       |                           |                               |
+       +------------- socket closed before RunFinished ------------+--> DIED --> replaced
+    any state before FINISHED --stopped at upload_timeout or close--> STOPPED
+
+A run's (:class:`RunState`)::
+
+    LOGGING --finish asked--> ENDING --RunFinished--> FINISHED
+    LOGGING/ENDING --workers keep dying, no row lands--> GIVEN_UP
+    LOGGING/ENDING --stopped--> STOPPED
+
+Every worker has an id of its own (``<run key>#<n>``): a replacement never
+takes its predecessor's. A worker is dead when its socket closes (every
+message it sent is read by then); its exit code comes from the launcher.
 Shutdown escalates as CPython's process pool does: end marker, join with a
 deadline, SIGTERM, SIGKILL; every process is reaped.
 """
 
 from __future__ import annotations
 
-import _thread
-import collections
 import contextlib
+import enum
 import logging
 import os
 import pickle
 import queue
-import select
+import selectors
+import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from multiprocessing.reduction import send_handle
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cloudpickle
 
-from tune_wandb._backlog import Backlog
+from tune_wandb._channel import Channel
+from tune_wandb._ledger import Ledger
 from tune_wandb._protocol import (
     Batch,
     Confirmed,
-    FinishRun,
     LauncherError,
     LogRow,
-    Resend,
+    PieceSettled,
     RunFinished,
     RunStarted,
     ShutdownLauncher,
@@ -58,56 +77,70 @@ from tune_wandb._protocol import (
 
 logger = logging.getLogger("tune_wandb")
 
-#: The most messages a sender puts in one batch.
+#: The most messages in one batch to a worker.
 _MAX_BATCH = 512
-#: The most messages a sender takes off its queue per round: more than a batch,
-#: so that the queue empties even while the worker takes nothing.
+#: The most results and commands the pool thread takes off its queue per
+#: round, so that writing and reading keep their turn under a flood.
 _MAX_TAKE = 16 * _MAX_BATCH
-#: How long a sender lets messages pile up before it sends them. Batching
-#: spares the driver a thread wake-up, a pickle call and a socket write per
-#: result; a logging delay of this order is invisible in W&B.
+#: How long results pile up before they are sent. Batching spares the driver
+#: a wake-up, a pickle call and a socket write per result; a logging delay of
+#: this order is invisible in W&B.
 _LINGER_SECONDS = 0.1
-#: Empty polls (of _LINGER_SECONDS each) before a sender blocks until the next message.
-_IDLE_POLLS = 10
+#: Rounds with nothing to do before the pool thread polls less often.
+_IDLE_ROUNDS = 10
+#: How often an idle pool thread looks at its queue (the Tune loop never
+#: wakes it: a wake-up is a system call on the Tune loop).
+_IDLE_SECONDS = 0.5
 #: The most messages of one run held in the driver's memory while its worker
 #: cannot keep up; the rest is spooled to a temporary file (see _backlog).
 _BACKLOG_IN_MEMORY = 4096
+#: Workers starting their run at once: a burst of trial starts must not
+#: start hundreds of wandb-core processes together on the driver's node.
+_MAX_STARTING = 16
+#: A spawn the launcher has not confirmed by then means a stuck launcher.
+_SPAWN_SECONDS = 30.0
+#: How long the launcher's word on a dead worker's exit code is awaited.
+_EXIT_CODE_SECONDS = 2.0
 #: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
 _STOP_STEP_SECONDS = 5.0
+#: Deaths in a row with no new row landing after which a run is given up
+#: (a worker that cannot start its run would otherwise be started forever).
+_MAX_DEATHS_WITHOUT_PROGRESS = 4
 
 
-@dataclass(frozen=True)
-class _SpawnRequest:
-    """Internal: a worker for the feeder thread to ask the launcher for."""
+class WorkerState(enum.Enum):
+    """Where a worker process is in its life; see the module docstring."""
 
-    handle: WorkerHandle
-    setup: WorkerSetup
-
-
-@dataclass(frozen=True)
-class _StopFeeder:
-    """Internal marker: the feeder thread ends."""
+    SPAWNING = "spawning"
+    RUNNING = "running"
+    FINISHING = "finishing"
+    FINISHED = "finished"
+    DIED = "died"
+    STOPPED = "stopped"
 
 
-@dataclass(frozen=True)
-class _StopSender:
-    """Internal marker: the sender thread ends without sending anything more."""
+class RunState(enum.Enum):
+    """Where a run is; see the module docstring."""
+
+    LOGGING = "logging"
+    ENDING = "ending"
+    FINISHED = "finished"
+    GIVEN_UP = "given up"
+    STOPPED = "stopped"
 
 
-@dataclass(slots=True)
-class RawResult:
-    """A Tune result not filtered yet: the sender thread makes it a LogRow.
-
-    Never crosses a process; not frozen, as that makes it slower to build on
-    the Tune loop.
-    """
-
-    seq: int
-    result: dict[str, Any]
-
+#: States a run ends in: nothing more happens to it.
+_RUN_ENDED = frozenset({RunState.FINISHED, RunState.GIVEN_UP, RunState.STOPPED})
+#: Worker states after which nothing is written to it any more.
+_WORKER_OVER = frozenset({WorkerState.FINISHED, WorkerState.DIED, WorkerState.STOPPED})
 
 #: Turns a raw result into the row the worker logs (the callback's filters).
 Prepare = Callable[[int, dict[str, Any]], LogRow]
+
+
+def _unfiltered(seq: int, result: dict[str, Any]) -> LogRow:
+    """The row of a result logged as it is (runs opened without filters, in tests)."""
+    return LogRow(seq, result)
 
 
 class ThreadClock:
@@ -124,256 +157,71 @@ class ThreadClock:
             self.seconds += spent
 
 
-class _Sender:
-    """A worker's outbound queue: a thread filters, pickles and sends what is put.
+class Run:
+    """The driver's view of one W&B run: its worker, its ledger, what the worker said.
 
-    The caller's cost is one ``SimpleQueue.put``. Filtering (``prepare``),
-    pickling and the socket write happen on this thread, which lets messages
-    pile up for a moment and sends them as one batch.
+    Made by :meth:`WorkerPool.open`. Its methods only queue a message for the
+    pool thread, which alone changes its attributes; other threads read them.
     """
-
-    def __init__(self, prepare: Prepare | None, clock: ThreadClock) -> None:
-        self._conn: Connection | None = None
-        self._prepare = prepare
-        self._clock = clock
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: The queue's own put: no Python frame between the caller and the queue.
-        #: Messages put before the worker's socket exists wait in the queue.
-        self.put: Callable[[Any], None] = self._queue.put
-        #: For warnings: the trial, and the keys already said to be unpicklable.
-        self.trial_name = ""
-        self.unpicklable: set[str] = set()
-        #: Rows and checkpoints sent and not yet confirmed in the run file, in order.
-        self.unconfirmed: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
-        #: The last :class:`Confirmed`: rows up to ``seq`` are in the run file,
-        #: which then held ``history`` history records.
-        self.confirmed = Confirmed(seq=0, history=0)
-        #: What the worker was not sent yet: filtered, in order; past
-        #: ``_BACKLOG_IN_MEMORY`` messages it is spooled to disk.
-        self.backlog = Backlog(_BACKLOG_IN_MEMORY, _MAX_BATCH, self._make_picklable)
-        #: The framed batch being written, what is left of it, and its messages.
-        self._out: memoryview = memoryview(b"")
-        self._out_messages: tuple[Any, ...] = ()
-        self.stopped = threading.Event()
-
-    def start(self, conn: Connection) -> None:
-        """Start sending on ``conn``."""
-        self._conn = conn
-        # threading.Thread.start() waits until the new thread runs, milliseconds
-        # on a busy machine; the low-level start returns at once.
-        _thread.start_new_thread(self._run, ())
-
-    def _pickle(self, messages: tuple[Any, ...]) -> bytes:
-        try:
-            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            # The filters pass only values that pickle, but for wandb media
-            # made by the user (a wandb.Table holding a lock): such a value is
-            # taken out of its row, in place, and the rest of the batch goes.
-            for message in messages:
-                self._make_picklable(message)
-            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
-
-    def _make_picklable(self, message: Any) -> None:
-        if isinstance(message, LogRow):
-            for part in (message.history, message.config or {}):
-                for key in list(part):
-                    try:
-                        pickle.dumps(part[key], protocol=pickle.HIGHEST_PROTOCOL)
-                    except Exception as exc:
-                        del part[key]
-                        if key not in self.unpicklable:
-                            self.unpicklable.add(key)
-                            logger.warning(
-                                "tune-wandb: trial %s: the value of %r cannot be pickled for "
-                                "the W&B worker (%r), so it is not logged (said once per trial).",
-                                self.trial_name,
-                                key,
-                                exc,
-                            )
-        for inner in getattr(message, "messages", ()):
-            self._make_picklable(inner)
-
-    def _ready(self, message: Any) -> Any:
-        if isinstance(message, RawResult):
-            assert self._prepare is not None
-            try:
-                return self._prepare(message.seq, message.result)
-            except Exception:
-                # A bug in the filters must cost one row, never the trial's logging.
-                logger.exception("tune-wandb: could not filter a result; it is skipped")
-                return None
-        return message
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._clock.add_current_thread()
-            self.stopped.set()
-
-    def confirm(self, confirmed: Confirmed) -> None:
-        """The worker's word that rows up to ``confirmed.seq`` are on disk (monitor thread)."""
-        self.confirmed = confirmed
-        unconfirmed = self.unconfirmed
-        with contextlib.suppress(IndexError):
-            while unconfirmed[0].seq <= confirmed.seq:
-                unconfirmed.popleft()
-
-    def leftovers(self, timeout: float) -> tuple[list[Any], list[Any]]:
-        """After the worker died: ``(sent, not sent)``, in order, for its replacement.
-
-        ``sent`` are rows and checkpoints the dead worker was sent and did
-        not confirm; ``not sent`` is the rest, still raw. Waits up to
-        ``timeout`` for this sender's thread to stop.
-        """
-        self._queue.put(_StopSender())
-        self.stopped.wait(timeout)
-        sent = list(self.unconfirmed)
-        self.unconfirmed.clear()
-        # A batch written in part never reached the worker whole.
-        rest = [*self._out_messages, *self.backlog.drain()]
-        self._out_messages, self._out = (), memoryview(b"")
-        self.backlog.close()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                rest.append(self._queue.get_nowait())
-        rest = [m for m in rest if not isinstance(m, _StopSender)]
-        return sent, rest
-
-    def _loop(self) -> None:
-        assert self._conn is not None
-        # The sender's own descriptor for the same socket: it writes without
-        # blocking (MSG_DONTWAIT), so a worker that does not read never stops
-        # this thread from taking results off the queue into the backlog. The
-        # monitor thread reads the socket's other direction through the
-        # Connection, unaffected.
-        sock = socket.socket(fileno=os.dup(self._conn.fileno()))
-        try:
-            self._pump(sock)
-        finally:
-            sock.close()
-
-    def _pump(self, sock: socket.socket) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        backlog = self.backlog
-        idle = 0
-        busy = False
-        while True:
-            if self._out:
-                # The worker has not taken the last batch yet: wait until it
-                # can take more, or for the next batch's worth of time.
-                select.select([], [sock], [], _LINGER_SECONDS)
-            elif idle >= _IDLE_POLLS and not backlog:
-                # Nothing came for a while: block, so a paused trial costs nothing.
-                if not self._take(get()):
-                    return
-                idle = 0
-            elif not busy:
-                # Polling on a timer rather than blocking in get() means that a
-                # put() never wakes this thread: the Tune loop pays no thread
-                # wake-up, and this thread takes the GIL once per batch.
-                time.sleep(_LINGER_SECONDS)
-            taken = 0
-            with contextlib.suppress(queue.Empty):
-                while taken < _MAX_TAKE:
-                    if not self._take(get_nowait()):
-                        return
-                    taken += 1
-            if not self._write(sock):
-                return
-            # More waiting (a full batch taken, or a backlog the worker can
-            # take now): go round without sleeping first.
-            busy = taken >= _MAX_TAKE or (bool(backlog) and not self._out)
-            idle = 0 if taken or self._out or backlog else idle + 1
-
-    def _take(self, message: Any) -> bool:
-        """Put a message from the queue into the backlog; False at a stop marker."""
-        if isinstance(message, _StopSender):
-            return False
-        ready = self._ready(message)
-        if ready is not None:
-            self.backlog.append(ready)
-        return True
-
-    def _write(self, sock: socket.socket) -> bool:
-        """Send what the worker can take now; False when this sender is done."""
-        while True:
-            if not self._out:
-                messages = tuple(self.backlog.take(_MAX_BATCH))
-                if not messages:
-                    return True
-                data = self._pickle(messages)
-                self._out = memoryview(_frame(data))
-                self._out_messages = messages
-            try:
-                sent = sock.send(self._out, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                # The worker is gone: what it did not get waits for its replacement.
-                return False
-            self._out = self._out[sent:]
-            if self._out:
-                return True
-            messages, self._out_messages = self._out_messages, ()
-            self.unconfirmed.extend(
-                m for m in messages if isinstance(m, (LogRow, UploadCheckpoint))
-            )
-            if any(isinstance(m, FinishRun) for m in messages):
-                return False
-
-
-def _frame(data: bytes) -> bytes:
-    """``data`` framed as ``multiprocessing.connection.Connection.send_bytes`` frames it."""
-    if len(data) > 0x7FFFFFFF:
-        return struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data
-    return struct.pack("!i", len(data)) + data
-
-
-class WorkerHandle:
-    """The driver's view of one trial's worker."""
 
     def __init__(
         self,
-        worker_id: str,
-        trial_name: str,
-        prepare: Prepare | None = None,
-        clock: ThreadClock | None = None,
+        pool: WorkerPool,
+        key: str,
+        name: str,
+        setup: WorkerSetup,
+        prepare: Prepare | None,
     ) -> None:
-        self.worker_id = worker_id
-        self.trial_name = trial_name
-        #: The driver's end of the worker's socket, set by the pool's feeder thread.
-        self.conn: Connection | None = None
-        self.sender = _Sender(prepare, clock or ThreadClock())
-        self.sender.trial_name = trial_name
-        self.pid: int | None = None
-        self.exitcode: int | None = None
+        self.key = key
+        self.name = name
+        self.setup = setup
+        self.prepare = prepare or _unfiltered
+        self._inbox_put = pool._inbox.put
+        self._wake = pool._wake
+        self.state = RunState.LOGGING
+        #: The current worker's id and pid (None until the launcher forked it).
+        self.worker_id: str | None = None
+        self.worker_pid: int | None = None
+        #: What the last worker said when it started the run / finished it.
         self.started: RunStarted | None = None
         self.finished: RunFinished | None = None
-        self.finishing = False
-        self.stopped_by_us = False
-        self.conn_open = False
-        self.exited = threading.Event()
+        #: Results queued for the run; workers that died before finishing it.
+        self.rows = 0
+        self.deaths = 0
+        self.ledger = Ledger(_BACKLOG_IN_MEMORY, _MAX_BATCH, self._make_picklable)
+        self._unpicklable: set[str] = set()
+        self._progress_at_last_death = 0
+        self._deaths_without_progress = 0
+        self._generation = 0
 
-    def put(self, message: RawResult | LogRow | UploadCheckpoint | Resend) -> None:
-        """Queue a message for the worker; returns at once."""
-        self.sender.put(message)
+    def __repr__(self) -> str:
+        return f"<Run {self.key} {self.state.value}>"
 
-    @property
-    def put_nowait(self) -> Callable[[Any], None]:
-        """The sender queue's own ``put``, for the one call per result on the Tune loop."""
-        return self.sender.put
+    # -- from any thread: queued for the pool thread -------------------------------
+
+    def put(self, result: dict[str, Any]) -> None:
+        """Queue a result (filtered on the pool thread); returns at once."""
+        self._inbox_put((self, result))
+
+    def checkpoint(self, path: str, filesystem: Any = None, iteration: int | None = None) -> None:
+        """Queue a checkpoint directory for upload as an artifact."""
+        self._inbox_put(_Checkpoint(self, path, filesystem, iteration))
 
     def finish(self, exit_code: int) -> None:
-        """Send the end marker (once); returns at once."""
-        if not self.finishing:
-            self.finishing = True
-            self.sender.put(FinishRun(exit_code))
+        """Queue the end marker: the run finishes once everything before it is logged."""
+        self._inbox_put(_Finish(self, exit_code))
+        self._wake()
+
+    # -- read by other threads -------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Finished, given up or stopped: nothing more happens to the run."""
+        return self.state in _RUN_ENDED
 
     @property
     def run_file(self) -> str | None:
-        """The run file this worker writes, once its run started."""
+        """The run file the current piece is written to, once its worker started it."""
         started = self.started
         if started is None:
             return None
@@ -386,54 +234,352 @@ class WorkerHandle:
             return self.finished.run_dir
         return self.started.run_dir if self.started is not None else None
 
+    # -- the pool thread's ---------------------------------------------------------------
+
+    def _make_picklable(self, message: Any) -> None:
+        """Take out of a row, in place, each value that cannot be pickled (said once per key)."""
+        if not isinstance(message, LogRow):
+            return
+        for part in (message.history, message.config or {}):
+            for key in list(part):
+                try:
+                    pickle.dumps(part[key], protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    del part[key]
+                    if key not in self._unpicklable:
+                        self._unpicklable.add(key)
+                        logger.warning(
+                            "tune-wandb: trial %s: the value of %r cannot be pickled for the "
+                            "W&B worker (%r), so it is not logged (said once per trial).",
+                            self.name,
+                            key,
+                            exc,
+                        )
+
+    def _next_worker_id(self) -> str:
+        self._generation += 1
+        return f"{self.key}#{self._generation}"
+
+
+@dataclass(frozen=True)
+class _Open:
+    run: Run
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    run: Run
+    path: str
+    filesystem: Any
+    iteration: int | None
+
+
+@dataclass(frozen=True)
+class _Finish:
+    run: Run
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class _Stop:
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class _Close:
+    pass
+
+
+class _Worker:
+    """The pool thread's record of one worker process (never shared with other threads)."""
+
+    def __init__(self, worker_id: str, run: Run, channel: Channel) -> None:
+        self.id = worker_id
+        self.run = run
+        self.channel = channel
+        self.state = WorkerState.SPAWNING
+        self.spawned_at = time.monotonic()
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+        #: The launcher reported the exit, or never will (it died).
+        self.exit_known = False
+        #: The socket closed: every message of the worker has been read.
+        self.gone = False
+        #: A batch is being written to the socket.
+        self.writing = False
+        #: The run had started when this worker took it (its first piece or not).
+        self.starting = True
+        #: When to report a death whose exit code has not come (pool thread's clock).
+        self.report_at: float | None = None
+        #: When the next stop step is due, and whether SIGKILL was sent.
+        self.stop_at: float | None = None
+        self.killed = False
+
 
 class WorkerPool:
-    """Starts and ends the workers of one experiment.
+    """Starts and ends the workers of one experiment, from one thread of its own.
 
     The pool can be closed and started again (one per callback, reused
     across experiments run with the same callback object).
+
+    Example:
+        >>> pool = WorkerPool()
+        >>> run = pool.open("a", "trial-a", setup)  # doctest: +SKIP
+        >>> run.put({"training_iteration": 1, "loss": 0.5})  # doctest: +SKIP
+        >>> run.finish(0)  # doctest: +SKIP
+        >>> pool.wait([run], timeout=60)  # doctest: +SKIP
+        []
+        >>> pool.close()
     """
 
     def __init__(self, shared_service: bool = False) -> None:
         self.shared_service = shared_service
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._workers: dict[str, WorkerHandle] = {}
-        self._launcher: subprocess.Popen[bytes] | None = None
-        self._launcher_conn: Connection | None = None
-        self._monitor: threading.Thread | None = None
-        self._wake_r: Connection | None = None
-        self._wake_w: Connection | None = None
-        self._closing = False
         self.thread_clock = ThreadClock()
-        self._spawns: queue.SimpleQueue[_SpawnRequest | _StopFeeder] = queue.SimpleQueue()
-        self._feeder: threading.Thread | None = None
-        self._running = False
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: The queue's own put, for ``(run, result)``: no Python frame between
+        #: the Tune loop and the queue (see :meth:`Run.put`).
+        self.put: Callable[[tuple[Run, dict[str, Any]]], None] = self._inbox.put
+        #: Notified by the pool thread whenever a run's state changes.
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        # -- the pool thread's own state (read, never written, by other threads)
+        self._runs: list[Run] = []
+        self._workers: dict[str, _Worker] = {}
+        self._to_spawn: list[Run] = []
+        self._launcher: subprocess.Popen[bytes] | None = None
+        self._launcher_channel: Channel | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._closing = False
+        self._close_deadline = 0.0
+        self._idle_rounds = 0
+        self._state_changed = False
 
-    # -- start --------------------------------------------------------------
+    # -- any thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the launcher and the monitor thread if they are not running."""
-        with self._lock:
-            self._closing = False
-            self._running = True
-            if self._launcher is None or self._launcher.poll() is not None:
-                self._start_launcher()
-            if self._feeder is None or not self._feeder.is_alive():
-                self._feeder = threading.Thread(
-                    target=self._feed_loop, name="tune-wandb-feeder", daemon=True
-                )
-                self._feeder.start()
-            if self._monitor is None or not self._monitor.is_alive():
-                wake_r, wake_w = socket.socketpair()
-                self._wake_r = Connection(wake_r.detach())
-                self._wake_w = Connection(wake_w.detach())
-                self._monitor = threading.Thread(
-                    target=self._monitor_loop, name="tune-wandb-monitor", daemon=True
-                )
-                self._monitor.start()
+        """Start the pool thread (and the launcher) if they are not running."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._closing = False
+        self._runs, self._workers, self._to_spawn = [], {}, []
+        # Started here rather than on the pool thread: it warms up (imports
+        # wandb) while Tune starts its first trials.
+        self._start_launcher()
+        self._thread = threading.Thread(target=self._serve, name="tune-wandb-pool", daemon=True)
+        self._thread.start()
 
-    def _start_launcher(self) -> None:
+    def open(self, key: str, name: str, setup: WorkerSetup, prepare: Prepare | None = None) -> Run:
+        """Open a run and queue the start of its worker; returns at once.
+
+        ``prepare`` turns each result put on the run into the row the worker
+        logs, on the pool thread (default: the result as it is).
+        """
+        if self._thread is None or not self._thread.is_alive():
+            self.start()
+        run = Run(self, key, name, setup, prepare)
+        self._inbox.put(_Open(run))
+        # A trial's start is worth a wake-up (a result is not): its worker
+        # should be starting while the trial's first results come.
+        self._wake()
+        return run
+
+    def wait(self, runs: list[Run], timeout: float) -> list[Run]:
+        """Wait up to ``timeout`` seconds until every run has ended; the runs still going."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                pending = [r for r in runs if not r.ended]
+                left = deadline - time.monotonic()
+                if not pending or left <= 0 or not self._serving():
+                    return pending
+                self._changed.wait(min(left, 1.0))
+
+    def stop(self, runs: list[Run]) -> None:
+        """End the workers of runs that did not finish in time: SIGTERM, then SIGKILL.
+
+        Returns once they are gone, or after both steps' time.
+        """
+        if not runs or not self._serving():
+            return
+        self._inbox.put(_Stop(tuple(runs)))
+        self._wake()
+        self.wait(runs, 2 * _STOP_STEP_SECONDS + 1.0)
+
+    def close(self) -> None:
+        """End every worker (see :meth:`stop`), then the launcher and the pool thread.
+
+        Every process is reaped; returns within about three escalation steps.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        if thread.is_alive():
+            self._inbox.put(_Close())
+            self._wake()
+            if thread is not threading.current_thread():
+                thread.join(4 * _STOP_STEP_SECONDS)
+        self._thread = None
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def runs(self) -> list[Run]:
+        """Every run opened since the pool started."""
+        return list(self._runs)
+
+    def _serving(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    # -- the pool thread -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while not self._closed():
+                self._round()
+        except Exception:
+            logger.exception("tune-wandb: the W&B pool thread failed; W&B logging stops here")
+            self._kill_everything()
+        finally:
+            self._release()
+            self.thread_clock.add_current_thread()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _round(self) -> None:
+        took = self._intake()
+        self._spawn_waiting()
+        wrote = self._write_all()
+        busy = took or wrote
+        self._idle_rounds = 0 if busy else self._idle_rounds + 1
+        timeout = _LINGER_SECONDS if self._idle_rounds < _IDLE_ROUNDS else _IDLE_SECONDS
+        assert self._selector is not None
+        for key, events in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake()
+            elif key.data == "launcher":
+                self._serve_launcher(events)
+            else:
+                self._serve_worker(key.data, events)
+        self._check_deadlines()
+        if self._state_changed:
+            self._state_changed = False
+            with self._changed:
+                self._changed.notify_all()
+
+    def _changed_state(self) -> None:
+        self._state_changed = True
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def _intake(self) -> bool:
+        get = self._inbox.get_nowait
+        took = 0
+        with contextlib.suppress(queue.Empty):
+            while took < _MAX_TAKE:
+                item = get()
+                took += 1
+                if type(item) is tuple:
+                    self._add_result(*item)
+                else:
+                    self._command(item)
+        return took > 0
+
+    def _add_result(self, run: Run, result: dict[str, Any]) -> None:
+        if run.state is not RunState.LOGGING:
+            if run.state is not RunState.GIVEN_UP:
+                logger.debug("tune-wandb: a result for %s after its end marker is dropped", run)
+            return
+        seq = run.ledger.next_seq()
+        try:
+            row = run.prepare(seq, result)
+        except Exception:
+            # A bug in the filters must cost one row, never the trial's logging.
+            logger.exception("tune-wandb: could not filter a result; it is skipped")
+            return
+        run.ledger.append(row)
+        run.rows += 1
+
+    def _command(self, command: Any) -> None:
+        if isinstance(command, _Open):
+            self._runs.append(command.run)
+            self._to_spawn.append(command.run)
+        elif isinstance(command, _Checkpoint):
+            run = command.run
+            if run.state is RunState.LOGGING:
+                seq = run.ledger.next_seq()
+                run.ledger.append(
+                    UploadCheckpoint(seq, command.path, command.filesystem, command.iteration)
+                )
+        elif isinstance(command, _Finish):
+            run = command.run
+            if run.state is RunState.LOGGING:
+                run.ledger.finish(command.exit_code)
+                run.state = RunState.ENDING
+                self._changed_state()
+        elif isinstance(command, _Stop):
+            for run in command.runs:
+                self._stop_run(run)
+        elif isinstance(command, _Close):
+            self._begin_close()
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    # -- starting workers -------------------------------------------------------------------
+
+    def _starting(self) -> int:
+        return sum(1 for w in self._workers.values() if w.starting and not w.gone)
+
+    def _spawn_waiting(self) -> None:
+        if not self._to_spawn or self._closing:
+            return
+        room = _MAX_STARTING - self._starting()
+        while self._to_spawn and room > 0:
+            run = self._to_spawn.pop(0)
+            if run.ended:
+                continue
+            self._spawn(run)
+            room -= 1
+
+    def _spawn(self, run: Run, replaces: str | None = None) -> None:
+        worker_id = run._next_worker_id()
+        setup = replace(run.setup, replaces=replaces) if replaces else run.setup
+        payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
+        ours, theirs = socket.socketpair()
+        worker = _Worker(worker_id, run, Channel(ours))
+        self._workers[worker_id] = worker
+        run.worker_id, run.worker_pid = worker_id, None
+        assert self._selector is not None
+        self._selector.register(worker.channel.sock, selectors.EVENT_READ, worker)
+        channel = self._launcher_for_spawn()
+        if channel is None:
+            theirs.close()
+            logger.error("tune-wandb: no launcher to start the W&B worker of trial %s", run.name)
+            self._worker_gone(worker)
+            return
+        message = pickle.dumps(SpawnWorker(worker_id, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        channel.send(message, fds=(theirs.detach(),))
+        self._flush_launcher()
+
+    # -- the launcher ----------------------------------------------------------------------------
+
+    def _start_launcher(self) -> bool:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         # The launcher imports what the driver can import, and nothing runs the
@@ -458,264 +604,354 @@ class WorkerPool:
                 start_new_session=True,
                 close_fds=True,
             )
+        except OSError as exc:
+            ours.close()
+            logger.error("tune-wandb: could not start the launcher of W&B workers: %r", exc)  # noqa: TRY400
+            return False
         finally:
             theirs.close()
-        self._launcher_conn = Connection(ours.detach())
-        self._wake()
+        self._launcher_channel = Channel(ours)
+        assert self._selector is not None
+        self._selector.register(ours, selectors.EVENT_READ, "launcher")
+        return True
 
-    def spawn(
-        self,
-        worker_id: str,
-        trial_name: str,
-        setup: WorkerSetup,
-        prepare: Prepare | None = None,
-    ) -> WorkerHandle:
-        """Ask for a worker; returns at once, with nothing but Python objects made.
+    def _launcher_for_spawn(self) -> Channel | None:
+        """The launcher's channel, starting a new launcher if the last one died."""
+        if self._launcher_channel is None and not self._start_launcher():
+            return None
+        return self._launcher_channel
 
-        The socket, the payload and the request to the launcher are made on the
-        pool's feeder thread: any system call on the Tune loop hands the GIL to
-        another thread, which may keep it for the interpreter's whole switch
-        interval (5 ms). ``prepare`` turns the :class:`RawResult` messages put on
-        the handle into rows, on the handle's sender thread.
-        """
-        if not self._running:
-            self.start()
-        handle = WorkerHandle(worker_id, trial_name, prepare, self.thread_clock)
-        self._workers[worker_id] = handle
-        self._spawns.put(_SpawnRequest(handle, setup))
-        return handle
+    def _tell_launcher(self, message: object) -> bool:
+        channel = self._launcher_channel
+        if channel is None or channel.broken:
+            return False
+        channel.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        self._flush_launcher()
+        return True
 
-    def _feed_loop(self) -> None:
-        try:
-            while True:
-                request = self._spawns.get()
-                if not isinstance(request, _SpawnRequest):
-                    return
-                self._feed(request)
-        finally:
-            self.thread_clock.add_current_thread()
-
-    def _feed(self, request: _SpawnRequest) -> None:
-        handle = request.handle
-        payload = cloudpickle.dumps(request.setup, protocol=pickle.HIGHEST_PROTOCOL)
-        ours, theirs = socket.socketpair()
-        handle.conn = Connection(ours.detach())
-        handle.conn_open = True
-        handle.sender.start(handle.conn)
-        with self._lock:
-            try:
-                # A launcher that died since the last trial is started again, once.
-                for attempt in (1, 2):
-                    try:
-                        self._send_spawn(handle.worker_id, payload, theirs.fileno())
-                        break
-                    except OSError:
-                        if attempt == 2:
-                            raise
-                        self._start_launcher()
-            except OSError as exc:
-                logger.error(  # noqa: TRY400 - the cause is in the message; no traceback wanted
-                    "tune-wandb: could not reach the launcher to start a worker for %s: %r",
-                    handle.trial_name,
-                    exc,
-                )
-            finally:
-                theirs.close()
-            self._wake()
-
-    def _send_spawn(self, worker_id: str, payload: bytes, fd: int) -> None:
-        conn, launcher = self._launcher_conn, self._launcher
-        if conn is None or launcher is None or launcher.poll() is not None:
-            raise OSError("the launcher is not running")
-        conn.send_bytes(pickle.dumps(SpawnWorker(worker_id, payload)))
-        send_handle(conn, fd, launcher.pid)
-
-    def handles(self) -> list[WorkerHandle]:
-        """Every worker this pool started and has not forgotten."""
-        with self._lock:
-            return list(self._workers.values())
-
-    # -- the monitor thread ---------------------------------------------------
-
-    def _wake(self) -> None:
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send_bytes(b"")
-
-    def _monitor_loop(self) -> None:
-        try:
-            self._monitor_forever()
-        finally:
-            self.thread_clock.add_current_thread()
-
-    def _monitor_forever(self) -> None:
-        # Only this thread reads from or closes the sockets once they are
-        # registered, so a socket is never closed under a wait() on it.
-        while True:
-            with self._lock:
-                if self._closing:
-                    self._close_all_conns()
-                    return
-                wake, launcher = self._wake_r, self._launcher_conn
-                by_conn = {
-                    h.conn: h for h in self._workers.values() if h.conn_open and h.conn is not None
-                }
-            waitables: list[Any] = [c for c in (wake, launcher) if c is not None]
-            ready = wait([*waitables, *by_conn], timeout=1.0)
-            for conn in ready:
-                if conn is wake:
-                    with contextlib.suppress(OSError, EOFError):
-                        while wake is not None and wake.poll():
-                            wake.recv_bytes()
-                elif conn is launcher:
-                    self._read_launcher(conn)
-                else:
-                    self._read_worker(by_conn[conn])  # type: ignore[index]
-
-    def _close_all_conns(self) -> None:
-        if self._launcher_conn is not None:
-            self._launcher_conn.close()
-            self._launcher_conn = None
-        for handle in self._workers.values():
-            handle.sender.put(_StopSender())
-            if handle.conn_open:
-                handle.conn_open = False
-                with contextlib.suppress(OSError):
-                    if handle.conn is not None:
-                        handle.conn.close()
-        self._workers.clear()
-
-    def _read_launcher(self, conn: Connection) -> None:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            with self._lock:
-                self._launcher_conn = None
-                lost = [h for h in self._workers.values() if not h.exited.is_set()]
-            conn.close()
-            for handle in lost:
-                self._drain(handle)
-                self._mark_exited(handle, None)
+    def _flush_launcher(self) -> None:
+        channel = self._launcher_channel
+        if channel is None:
             return
-        with self._lock:
-            target = self._workers.get(getattr(message, "worker_id", ""))
-        if target is None:
+        channel.flush()
+        self._watch(channel, "launcher")
+        if channel.broken:
+            self._launcher_lost()
+
+    def _serve_launcher(self, events: int) -> None:
+        channel = self._launcher_channel
+        if channel is None:
             return
-        handle = target
+        if events & selectors.EVENT_WRITE:
+            self._flush_launcher()
+        if events & selectors.EVENT_READ:
+            for data in channel.receive():
+                self._on_launcher_message(pickle.loads(data))
+            if channel.eof:
+                self._launcher_lost()
+
+    def _on_launcher_message(self, message: Any) -> None:
+        worker = self._workers.get(getattr(message, "worker_id", ""))
+        if worker is None:
+            return
         if isinstance(message, WorkerStarted):
-            handle.pid = message.pid
+            worker.pid = message.pid
+            if worker.state is WorkerState.SPAWNING:
+                worker.state = WorkerState.RUNNING
+            if worker.run.worker_id == worker.id:
+                worker.run.worker_pid = message.pid
+            self._changed_state()
         elif isinstance(message, WorkerExited):
-            self._drain(handle)
-            self._mark_exited(handle, message.exitcode)
+            worker.exitcode, worker.exit_known = message.exitcode, True
+            if not worker.gone:
+                # Dead: what it wrote is all there; nothing more will come.
+                self._read_worker(worker)
+                self._worker_gone(worker)
+            self._report_death(worker)
         elif isinstance(message, LauncherError):
-            logger.error("tune-wandb: trial %s: %s", handle.trial_name, message.message)
-            self._mark_exited(handle, None)
+            logger.error("tune-wandb: trial %s: %s", worker.run.name, message.message)
+            worker.exit_known = True
+            self._worker_gone(worker)
 
-    def _read_worker(self, handle: WorkerHandle) -> None:
-        try:
-            assert handle.conn is not None
-            message = pickle.loads(handle.conn.recv_bytes())
-        except (EOFError, OSError):
-            handle.conn_open = False
+    def _launcher_lost(self) -> None:
+        """The launcher died or was shut down: its workers' exit codes will not come."""
+        channel, self._launcher_channel = self._launcher_channel, None
+        if channel is not None:
+            assert self._selector is not None
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(channel.sock)
+            channel.close()
+        launcher, self._launcher = self._launcher, None
+        if launcher is not None:
+            # Its socket closed: it is dead or dying; reaped here, killed if not.
+            try:
+                launcher.wait(1.0)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+        for worker in self._workers.values():
+            if not worker.exit_known:
+                worker.exit_known = True
+                self._report_death(worker)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _watch(self, channel: Channel, data: Any) -> None:
+        """Listen for writability on ``channel`` only while it has frames to write."""
+        if channel.eof or self._selector is None:
             return
-        if isinstance(message, RunStarted):
-            handle.started = message
-            where = message.url or message.run_dir
-            logger.info("tune-wandb: W&B run %s (%s): %s", message.name, message.run_id, where)
-        elif isinstance(message, Confirmed):
-            handle.sender.confirm(message)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.writing else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            if self._selector.get_key(channel.sock).events != events:
+                self._selector.modify(channel.sock, events, data)
+
+    def _write_all(self) -> bool:
+        wrote = False
+        for worker in list(self._workers.values()):
+            if worker.gone or worker.state in _WORKER_OVER or worker.run.worker_id != worker.id:
+                continue
+            wrote |= self._write(worker)
+        return wrote
+
+    def _write(self, worker: _Worker) -> bool:
+        """Send the run's next batches as far as the socket takes them."""
+        ledger, channel = worker.run.ledger, worker.channel
+        wrote = False
+        while True:
+            if not worker.writing:
+                batch = ledger.take(_MAX_BATCH)
+                if not batch:
+                    break
+                channel.send(self._pickle(worker.run, batch))
+                worker.writing = True
+            if not channel.flush():
+                break
+            wrote = True
+            worker.writing = False
+            ledger.written()
+            if not ledger.pending and ledger.exit_code is not None:
+                worker.state = WorkerState.FINISHING
+                self._changed_state()
+                break
+        self._watch(channel, worker)
+        if channel.broken:
+            self._read_worker(worker)
+            self._worker_gone(worker)
+        return wrote
+
+    def _pickle(self, run: Run, messages: tuple[Any, ...]) -> bytes:
+        try:
+            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # The filters pass only values that pickle, but for wandb media
+            # made by the user (a wandb.Table holding a lock): such a value is
+            # taken out of its row, in place, and the rest of the batch goes.
+            for message in messages:
+                run._make_picklable(message)
+            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _serve_worker(self, worker: _Worker, events: int) -> None:
+        if events & selectors.EVENT_WRITE and not worker.gone:
+            self._write(worker)
+        if events & selectors.EVENT_READ and not worker.gone:
+            self._read_worker(worker)
+            if worker.channel.eof:
+                self._worker_gone(worker)
+
+    def _read_worker(self, worker: _Worker) -> None:
+        for data in worker.channel.receive():
+            try:
+                message = pickle.loads(data)
+            except Exception:
+                logger.exception("tune-wandb: unreadable message from worker %s", worker.id)
+                continue
+            self._on_worker_message(worker, message)
+
+    def _on_worker_message(self, worker: _Worker, message: Any) -> None:
+        run = worker.run
+        if isinstance(message, Confirmed):
+            run.ledger.confirm(message.seq, message.history)
         elif isinstance(message, WorkerLog):
             logger.log(message.level, "tune-wandb: %s", message.message)
+        elif isinstance(message, PieceSettled):
+            run.ledger.settled(message.history)
+        elif isinstance(message, RunStarted):
+            worker.starting = False
+            run.started = message
+            run.ledger.started(os.path.join(message.run_dir, f"run-{message.run_id}.wandb"))
+            where = message.url or message.run_dir
+            logger.info("tune-wandb: W&B run %s (%s): %s", message.name, message.run_id, where)
+            self._changed_state()
         elif isinstance(message, RunFinished):
-            handle.finished = message
-            with self._changed:
-                self._changed.notify_all()
+            run.finished = message
+            run.ledger.run_finished()
+            if worker.state is not WorkerState.STOPPED:
+                worker.state = WorkerState.FINISHED
+            if run.state is not RunState.STOPPED:
+                run.state = RunState.FINISHED
+            self._changed_state()
 
-    def _drain(self, handle: WorkerHandle) -> None:
-        """Read what a dead worker said before it went."""
-        while handle.conn_open:
-            try:
-                if handle.conn is None or not handle.conn.poll():
-                    break
-            except (OSError, EOFError):
-                break
-            self._read_worker(handle)
+    def _worker_gone(self, worker: _Worker) -> None:
+        """The worker's socket closed: it is dead (or about to be), every message read."""
+        if worker.gone:
+            return
+        worker.gone = True
+        worker.starting = False
+        assert self._selector is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.channel.sock)
+        worker.channel.close()
+        self._changed_state()
+        if worker.state in (WorkerState.FINISHED, WorkerState.STOPPED):
+            self._forget_if_done(worker)
+            return
+        worker.state = WorkerState.DIED
+        worker.report_at = time.monotonic() + _EXIT_CODE_SECONDS
+        self._report_death(worker)
+        self._replace(worker)
 
-    def _mark_exited(self, handle: WorkerHandle, exitcode: int | None) -> None:
-        handle.exitcode = exitcode
-        if handle.finished is None and not handle.stopped_by_us:
-            where = handle.run_dir or "the trial's directory"
-            logger.error(
-                "tune-wandb: the W&B worker of trial %s (pid %s) ended with exit code %s "
-                "before finishing its run; what it logged is on disk in %s",
-                handle.trial_name,
-                handle.pid,
-                exitcode,
-                where,
-            )
-        handle.sender.put(_StopSender())
-        handle.exited.set()
+    def _replace(self, worker: _Worker) -> None:
+        """Hand a dead worker's run to a new worker, unless its workers keep dying."""
+        run = worker.run
+        if run.worker_id != worker.id or run.ended:
+            return
+        handover = run.ledger.died()
+        run.deaths += 1
+        progress = run.ledger.confirmed_total
+        if progress > run._progress_at_last_death:
+            run._deaths_without_progress = 0
+        run._progress_at_last_death = progress
+        run._deaths_without_progress += 1
+        if run._deaths_without_progress >= _MAX_DEATHS_WITHOUT_PROGRESS:
+            self._give_up(run)
+            return
+        if self._closing:
+            return
+        self._spawn(run, replaces=handover.piece)
+
+    def _give_up(self, run: Run) -> None:
+        run.state = RunState.GIVEN_UP
+        run.ledger.close()
+        self._changed_state()
+        logger.error(
+            "tune-wandb: the W&B workers of trial %s died %d times without writing a new row; "
+            "W&B logging of this trial stops here (the reasons are in the errors above). What "
+            "they wrote is on disk in %s; Tune's own result files keep every result.",
+            run.name,
+            run._deaths_without_progress,
+            run.run_dir or "the trial's directory",
+        )
+
+    def _report_death(self, worker: _Worker) -> None:
+        """Say once that a worker died before finishing its run, with its exit code if known."""
+        if worker.state is not WorkerState.DIED or worker.report_at is None:
+            return
+        if not worker.exit_known and time.monotonic() < worker.report_at:
+            return
+        worker.report_at = None
+        exitcode = worker.exitcode if worker.exit_known and worker.exitcode is not None else None
+        logger.error(
+            "tune-wandb: the W&B worker of trial %s (pid %s) ended with exit code %s before "
+            "finishing its run; what it logged is on disk in %s",
+            worker.run.name,
+            worker.pid,
+            "unknown (the launcher had died)" if exitcode is None else exitcode,
+            worker.run.run_dir or "the trial's directory",
+        )
+        self._forget_if_done(worker)
+
+    def _forget_if_done(self, worker: _Worker) -> None:
+        if worker.gone and (worker.exit_known or worker.report_at is None):
+            self._workers.pop(worker.id, None)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def _stop_run(self, run: Run) -> None:
+        if run.ended:
+            return
+        run.state = RunState.STOPPED
+        with contextlib.suppress(ValueError):
+            self._to_spawn.remove(run)
+        self._changed_state()
+        for worker in self._workers.values():
+            if worker.run is run and not worker.gone:
+                self._stop_worker(worker)
+
+    def _stop_worker(self, worker: _Worker) -> None:
+        worker.state = WorkerState.STOPPED
+        worker.stop_at = time.monotonic() + _STOP_STEP_SECONDS
+        self._signal(worker, kill=False)
+
+    def _signal(self, worker: _Worker, kill: bool) -> None:
+        """SIGTERM (or SIGKILL) a worker through the launcher, or directly if it is gone."""
+        if self._tell_launcher(StopWorker(worker.id, kill=kill)):
+            return
+        if worker.pid is None:
+            return
         with contextlib.suppress(OSError):
-            if handle.conn is not None:
-                handle.conn.close()
-        handle.conn_open = False
-        with self._changed:
-            self._changed.notify_all()
+            os.kill(worker.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            if not kill:
+                # A stopped worker (SIGSTOP, a debugger) takes SIGTERM only once continued.
+                os.kill(worker.pid, signal.SIGCONT)
 
-    # -- ends -----------------------------------------------------------------
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers.values()):
+            if worker.report_at is not None and now >= worker.report_at:
+                worker.exit_known = True
+                self._report_death(worker)
+            if worker.stop_at is not None and not worker.gone and now >= worker.stop_at:
+                if worker.killed:
+                    worker.stop_at = None  # signalled twice; the socket's close is awaited
+                else:
+                    worker.killed = True
+                    worker.stop_at = now + _STOP_STEP_SECONDS
+                    self._signal(worker, kill=True)
+            if (
+                worker.state is WorkerState.SPAWNING
+                and worker.pid is None
+                and now - worker.spawned_at > _SPAWN_SECONDS
+                and self._launcher is not None
+            ):
+                logger.error(
+                    "tune-wandb: the launcher did not start a W&B worker within %.0f s; it is "
+                    "killed and started again",
+                    _SPAWN_SECONDS,
+                )
+                with contextlib.suppress(OSError):
+                    self._launcher.kill()
+                worker.spawned_at = now
 
-    def wait(self, handles: list[WorkerHandle], timeout: float) -> list[WorkerHandle]:
-        """Wait until every handle's run finished or its worker exited.
+    # -- closing ---------------------------------------------------------------------------------
 
-        Returns the handles still pending at the deadline.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                pending = [h for h in handles if h.finished is None and not h.exited.is_set()]
-                left = deadline - time.monotonic()
-                if not pending or left <= 0:
-                    return pending
-                self._changed.wait(min(left, 1.0))
+    def _begin_close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._to_spawn.clear()
+        for run in self._runs:
+            self._stop_run(run)
+        self._close_deadline = time.monotonic() + 2 * _STOP_STEP_SECONDS + 1.0
 
-    def stop(self, handles: list[WorkerHandle]) -> None:
-        """End workers that did not finish in time: SIGTERM, then SIGKILL."""
-        for kill in (False, True):
-            alive = [h for h in handles if not h.exited.is_set()]
-            if not alive:
-                return
-            for handle in alive:
-                handle.stopped_by_us = True
-                self._tell_launcher(StopWorker(handle.worker_id, kill=kill))
+    def _closed(self) -> bool:
+        if not self._closing:
+            return False
+        live = any(not w.gone for w in self._workers.values())
+        return not live or time.monotonic() >= self._close_deadline
+
+    def _release(self) -> None:
+        """End the launcher and close every socket (the pool thread's last act)."""
+        for worker in self._workers.values():
+            worker.channel.close()
+        self._workers.clear()
+        launcher, channel = self._launcher, self._launcher_channel
+        if channel is not None and not channel.broken:
+            channel.send(pickle.dumps(ShutdownLauncher(grace_seconds=0.0)))
             deadline = time.monotonic() + _STOP_STEP_SECONDS
-            for handle in alive:
-                handle.exited.wait(max(0.0, deadline - time.monotonic()))
-
-    def _tell_launcher(self, message: object) -> None:
-        with self._lock:
-            conn = self._launcher_conn
-            if conn is None:
-                return
-            with contextlib.suppress(OSError):
-                conn.send_bytes(pickle.dumps(message))
-
-    def close(self) -> None:
-        """End the launcher and the monitor thread; every process is reaped.
-
-        Workers still running are ended first (see :meth:`stop`).
-        """
-        self._running = False
-        feeder = self._feeder
-        if feeder is not None:
-            self._spawns.put(_StopFeeder())
-            feeder.join(_STOP_STEP_SECONDS)
-            self._feeder = None
-        with self._lock:
-            handles = [h for h in self._workers.values() if not h.exited.is_set()]
-        self.stop(handles)
-        launcher = self._launcher
+            while channel.writing and not channel.broken and time.monotonic() < deadline:
+                channel.flush()
+                time.sleep(0.01)
         if launcher is not None:
-            self._tell_launcher(ShutdownLauncher(grace_seconds=0.0))
             for step in ("wait", "terminate", "kill"):
                 if step == "terminate":
                     launcher.terminate()
@@ -726,18 +962,20 @@ class WorkerPool:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        monitor = self._monitor
-        with self._lock:
-            self._closing = True
-            self._launcher = None
-            self._wake()
-        if monitor is not None and monitor is not threading.current_thread():
-            monitor.join(_STOP_STEP_SECONDS)
-        with self._lock:
-            self._close_all_conns()
-        self._monitor = None
-        for conn in (self._wake_r, self._wake_w):
-            if conn is not None:
+        if channel is not None:
+            channel.close()
+        self._launcher, self._launcher_channel = None, None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        # Anything still open is over: waiters must not wait for it.
+        for run in self._runs:
+            if not run.ended:
+                run.state = RunState.STOPPED
+
+    def _kill_everything(self) -> None:
+        """After a bug in the pool thread: no worker may outlive the driver's logging."""
+        for worker in self._workers.values():
+            if worker.pid is not None and not worker.gone:
                 with contextlib.suppress(OSError):
-                    conn.close()
-        self._wake_r = self._wake_w = None
+                    os.kill(worker.pid, signal.SIGKILL)

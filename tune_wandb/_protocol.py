@@ -4,19 +4,22 @@ Three processes talk, each pair over its own ``multiprocessing.connection``
 socket:
 
 * driver <-> launcher (one socket per experiment): the driver asks the launcher
-  to fork a worker (:class:`SpawnWorker`, followed on the socket by the worker's
-  end of a fresh socket pair, passed as a file descriptor) or to stop one
+  to fork a worker (:class:`SpawnWorker`, whose frame carries the worker's end
+  of a fresh socket pair as a passed file descriptor) or to stop one
   (:class:`StopWorker`); the launcher reports :class:`WorkerStarted` and, when
   it has reaped the process, :class:`WorkerExited` with its exit code.
-* driver <-> worker (one socket per trial): the driver sends :class:`Batch`
+* driver <-> worker (one socket per worker): the driver sends :class:`Batch`
   messages holding :class:`LogRow`, :class:`UploadCheckpoint` and finally
-  :class:`FinishRun`, the end marker; the worker answers :class:`RunStarted`,
-  :class:`WorkerLog` and :class:`RunFinished`.
+  :class:`FinishRun`, the end marker; the worker answers
+  :class:`PieceSettled` (a replacement only), :class:`RunStarted`,
+  :class:`Confirmed`, :class:`WorkerLog` and :class:`RunFinished`.
 
 Every message is a small frozen dataclass, never a bare tuple or None, so that
 a reader can find each one here and a mismatch fails loudly. Messages are
-pickled with the standard pickle (only our own processes read them); the
-worker's set-up travels once, as a cloudpickle payload inside SpawnWorker.
+pickled with the standard pickle (only our own processes read them) and
+framed as ``multiprocessing.connection`` frames them (see
+:mod:`tune_wandb._channel`); the worker's set-up travels once, as a
+cloudpickle payload inside SpawnWorker.
 """
 
 from __future__ import annotations
@@ -112,18 +115,6 @@ class UploadCheckpoint:
 
 
 @dataclass(frozen=True)
-class Resend:
-    """Rows a dead worker was sent and had not confirmed, for its replacement.
-
-    The replacement counts the history records the dead worker's piece of the
-    run holds beyond the ``history`` it confirmed, skips that many rows here
-    (they landed), and logs the rest.
-    """
-
-    messages: tuple[LogRow | UploadCheckpoint, ...]
-
-
-@dataclass(frozen=True)
 class FinishRun:
     """The end marker: finish the run with ``exit_code``, then exit."""
 
@@ -132,12 +123,24 @@ class FinishRun:
 
 @dataclass(frozen=True)
 class Batch:
-    """Messages sent together: the driver's sender thread batches what piled up."""
+    """Messages sent together: the driver's pool thread batches what piled up."""
 
-    messages: tuple[LogRow | UploadCheckpoint | Resend | FinishRun, ...]
+    messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
 
 
 # --- worker -> driver -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PieceSettled:
+    """A replacement's first word: its predecessor's piece holds ``history`` history records.
+
+    Sent once the piece is complete (see :class:`WorkerSetup`'s ``replaces``),
+    before the replacement resumes the run; the driver's ledger drops the
+    rows handed over that landed there and sends the others.
+    """
+
+    history: int
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,6 @@ class WorkerSetup:
     storage: StorageTarget | None = None
     image_kwargs: dict[str, Any] = field(default_factory=dict)
     video_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: A replacement worker's: the run file of the piece its dead predecessor
-    #: wrote, and how many history records of it the predecessor confirmed.
+    #: A replacement worker's: the run file of the last piece written, which it
+    #: settles (see :class:`PieceSettled`) before it resumes the run.
     replaces: str | None = None
-    replaces_confirmed: int = 0

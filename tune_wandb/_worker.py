@@ -30,7 +30,7 @@ from tune_wandb._protocol import (
     Confirmed,
     FinishRun,
     LogRow,
-    Resend,
+    PieceSettled,
     RunFinished,
     RunStarted,
     UploadCheckpoint,
@@ -124,10 +124,7 @@ class _Worker:
         self.rows = 0
         self.warned: set[str] = set()
         self.driver = _DriverWatch(setup.driver_pid)
-        #: Rows of a dead predecessor that landed in its piece after its last
-        #: confirmation: the first this many rows of its Resend are skipped.
-        self.skip = 0
-        #: Seqs of rows logged and not yet seen in the run file, in order.
+        #: Seqs of rows logged (each a history record) not yet seen in the run file.
         self.logged: collections.deque[int] = collections.deque()
         self.counter: _runfile.HistoryCounter | None = None
         self.confirmed_history = 0
@@ -255,9 +252,10 @@ class _Worker:
             # id stays "in use" (wandb.init fails) and the rows it holds are
             # neither all written nor uploaded. Finish that stream first.
             uploaded = self._finish_dead_stream(self.setup.init_kwargs.get("id"))
-        # The dead worker's wandb-core may still be writing its piece.
-        landed = _wait_until_quiet(run_file)
-        self.skip = max(0, landed - self.setup.replaces_confirmed)
+        # The dead worker's wandb-core may still be writing its piece; once it is
+        # complete, the driver learns how many rows landed there, and sends the
+        # rows it handed over beyond those.
+        self._send(PieceSettled(_wait_until_quiet(run_file)))
         if not uploaded:
             self._upload_dead_piece(run_file)
 
@@ -266,8 +264,8 @@ class _Worker:
 
         An online piece's rows are in its run file, but its wandb-core died
         with the worker (or exits when it sees its parent gone) before
-        uploading them all; the replacement skips those rows, as they are on
-        disk, so they must reach W&B from the file. ``wandb sync`` sends the
+        uploading them all; the driver does not send those rows again, as
+        they are on disk, so they must reach W&B from the file. ``wandb sync`` sends the
         piece again, and W&B keeps only the rows it did not have (each row's
         ``_step`` must move forward).
         """
@@ -360,24 +358,14 @@ class _Worker:
             for message in batch.messages:
                 if isinstance(message, FinishRun):
                     return message.exit_code
-                if isinstance(message, Resend):
-                    self._resend(message)
-                else:
-                    self._handle(message)
+                self._handle(message)
 
     def _handle(self, message: LogRow | UploadCheckpoint) -> None:
         if isinstance(message, LogRow):
-            self._log(message)
-            self.logged.append(message.seq)
+            if self._log(message):
+                self.logged.append(message.seq)
         elif isinstance(message, UploadCheckpoint):
             self._upload_checkpoint(message)
-
-    def _resend(self, message: Resend) -> None:
-        for sent in message.messages:
-            if isinstance(sent, LogRow) and self.skip > 0:
-                self.skip -= 1  # the dead worker's piece holds it
-                continue
-            self._handle(sent)
 
     def _confirm(self) -> None:
         """Tell the driver which rows are in the run file, about once a second.
@@ -401,7 +389,8 @@ class _Worker:
         self._say(logging.WARNING, "lost the Tune driver; finishing the run with what it has")
         return EXIT_DRIVER_LOST
 
-    def _log(self, message: LogRow) -> None:
+    def _log(self, message: LogRow) -> bool:
+        """Log one row; whether it made a history record (confirmations count them)."""
         run = self.wb
         row = message.history
         if message.config:
@@ -420,13 +409,14 @@ class _Worker:
         notes = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
         for key, note in notes.items():
             self._warn_once(key, note)
+        self.rows += 1
         try:
             run.log(row)
         except Exception:
-            self._log_keywise(row)
-        self.rows += 1
+            return self._log_keywise(row)
+        return True
 
-    def _log_keywise(self, row: dict[str, Any]) -> None:
+    def _log_keywise(self, row: dict[str, Any]) -> bool:
         """Log a row wandb refused key by key, into one history row as always.
 
         Each key goes in its own ``log(commit=False)`` call, which encodes it
@@ -452,6 +442,8 @@ class _Worker:
             run.log({}, commit=True)
         except Exception as exc:
             self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
+            return False
+        return True
 
     def _upload_checkpoint(self, message: UploadCheckpoint) -> None:
         import wandb

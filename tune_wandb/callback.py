@@ -10,22 +10,14 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
 from tune_wandb import _credentials, _filters, _report, _runfile, _settings
-from tune_wandb._pool import RawResult, WorkerHandle, WorkerPool
-from tune_wandb._protocol import (
-    EXIT_INTERRUPTED,
-    FinishRun,
-    LogRow,
-    Resend,
-    StorageTarget,
-    UploadCheckpoint,
-    WorkerSetup,
-)
+from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
+from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -39,22 +31,22 @@ DEFAULT_UPLOAD_TIMEOUT = 600
 DEFAULT_KEY_CHECK_TIMEOUT = 10.0
 
 
-@dataclass(slots=True)
+@dataclass
 class _TrialLog:
-    """The driver's per-trial state: its worker, its queue's put, the last sequence number."""
+    """The Tune loop's record of a trial: its current run, and every run opened for it."""
 
-    handle: WorkerHandle
-    put: Callable[[Any], None]
-    seq: int = 0
+    run: Run
+    #: The trial ended (its end marker is queued): a result after it opens a new run.
     ended: bool = False
-    #: Where the worker writes its run directories (``<dir>/wandb``).
-    wandb_dir: str = ""
-    #: Results sent for the trial's run, by all its workers.
-    results: int = 0
-    #: Workers of the trial that died before finishing its run.
-    deaths: int = 0
-    #: Too many deaths: the trial is no longer logged to W&B.
-    gave_up: bool = False
+    runs: list[Run] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runs.append(self.run)
+
+    @property
+    def wandb_dir(self) -> str:
+        """Where the worker writes its run directories (``<dir>/wandb``)."""
+        return os.path.join(self.run.setup.init_kwargs.get("dir") or "", "wandb")
 
 
 class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
@@ -182,6 +174,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def _init_runtime(self) -> None:
         self._pool = WorkerPool(shared_service=self.shared_service)
+        #: The pool's queue's own put: one call per result on the Tune loop.
+        self._put: Callable[[Any], None] = self._pool.put
         self._trials: dict[str, _TrialLog] = {}
         self._keys: dict[tuple[Any, Any], str | None] = {}
         self._checked: set[tuple[str, str]] = set()
@@ -376,25 +370,26 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
 
     def log_trial_start(self, trial: Trial) -> None:
-        """Start the trial's worker, or keep the live one of a retried trial."""
+        """Open the trial's run, or keep the one still logging (a retried trial)."""
         state = self._trials.get(trial.trial_id)
-        if state is not None and not state.ended and not state.handle.exited.is_set():
-            return
-        self._start(trial, previous=state)
+        if state is None or state.ended:
+            self._open(trial, state)
 
-    def _start(self, trial: Trial, previous: _TrialLog | None = None) -> _TrialLog:
-        """Start the trial's worker; ``previous``: the trial's last one, if any.
-
-        A previous worker that died before finishing its run hands what it was
-        sent and did not confirm, and what it was never sent, to the new one,
-        which continues the same run.
-        """
-        if previous is not None and previous.handle.finished is not None:
-            previous = None  # finished cleanly: everything it was sent is on disk
-        if previous is not None and (previous.gave_up or previous.deaths >= _MAX_WORKER_DEATHS):
-            return self._give_up(previous)
+    def _open(self, trial: Trial, state: _TrialLog | None) -> _TrialLog:
+        """Open a run for the trial: its first, or a new piece of it once the last ended."""
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
+        setup, prepare = self._setup_for(trial)
+        run = self._pool.open(trial.trial_id, str(trial), setup, prepare)
+        if state is None:
+            state = self._trials[trial.trial_id] = _TrialLog(run)
+        else:
+            state.runs.append(run)
+            state.run, state.ended = run, False
+        return state
+
+    def _setup_for(self, trial: Trial) -> tuple[WorkerSetup, Prepare]:
+        """What the trial's worker needs, and the filters of its results."""
         assert self._token is not None
         experiment = trial.experiment_dir_name
         # The trial's "wandb" entry wins over the callback's own arguments.
@@ -434,142 +429,62 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             storage=storage,
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
-            replaces=previous.handle.run_file if previous is not None else None,
-            replaces_confirmed=(
-                previous.handle.sender.confirmed.history if previous is not None else 0
-            ),
         )
-        splitter = _filters.Splitter(_filters.Rules(excludes, log_config))
-        warned: set[str] = set()
-        name = str(trial)
-
-        def prepare(seq: int, result: dict[str, Any]) -> LogRow:
-            # Runs on the trial's sender thread, off the Tune loop.
-            history, config, dropped = splitter.split(result)
-            for key in dropped or ():
-                if key not in warned:
-                    warned.add(key)
-                    logger.warning(
-                        "tune-wandb: trial %s: result key %r holds a value W&B cannot log (an "
-                        "object, function, lock, ...; see docs/bad-input.md), so it is left out "
-                        "of the history; the rest of the row is logged (said once per trial).",
-                        name,
-                        key,
-                    )
-            return LogRow(seq, history, config)
-
-        handle = self._pool.spawn(trial.trial_id, name, setup, prepare)
-        state = _TrialLog(
-            handle=handle, put=handle.put_nowait, wandb_dir=os.path.join(run_root, "wandb")
-        )
-        self._trials[trial.trial_id] = state
-        if previous is not None:
-            state.seq, state.results = previous.seq, previous.results
-            state.deaths = previous.deaths + 1
-            sent, rest = previous.handle.sender.leftovers(timeout=_HAND_OVER_SECONDS)
-            if sent:
-                handle.put(Resend(tuple(sent)))
-            for message in rest:
-                if isinstance(message, FinishRun):
-                    handle.finish(message.exit_code)
-                else:
-                    handle.put(message)
-        return state
+        return setup, _row_maker(str(trial), _filters.Rules(excludes, log_config))
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
 
-        The result is filtered and flattened on the trial's sender thread, from
-        a shallow copy taken here (Tune lets later callbacks change the result
+        The result is filtered and flattened on the pool's thread, from a
+        shallow copy taken here (Tune lets later callbacks change the result
         in place).
         """
         state = self._trials.get(trial.trial_id)
-        if state is None or state.ended or state.handle.exited.is_set():
-            # No worker yet, or its worker died: a new one resumes the same run.
-            state = self._start(trial, previous=state)
-        state.seq += 1
-        state.results += 1
-        state.put(RawResult(state.seq, dict(result)))
-
-    def _give_up(self, state: _TrialLog) -> _TrialLog:
-        """Stop logging a trial whose workers keep dying (said once); Tune's files keep it."""
-        if not state.gave_up:
-            state.gave_up = True
-            state.put = _discard
-            logger.error(
-                "tune-wandb: the W&B workers of trial %s died %d times before finishing its "
-                "run; W&B logging of this trial stops here (the reasons are in the errors "
-                "above). What they wrote is on disk in %s; Tune's own result files keep "
-                "every result.",
-                state.handle.trial_name,
-                state.deaths + 1,
-                state.handle.run_dir or "the trial's directory",
-            )
-        return state
-
-    def _replace_dead_workers(self, trials: list[Trial]) -> bool:
-        """Replace each worker that died before finishing its run; True if any was."""
-        replaced = False
-        for trial in trials:
-            state = self._trials.get(trial.trial_id)
-            if state is None or state.handle.stopped_by_us or state.gave_up:
-                continue
-            if state.handle.exited.is_set() and state.handle.finished is None:
-                ended = state.ended
-                state = self._start(trial, previous=state)
-                state.ended = ended
-                replaced = True
-        return replaced
+        if state is None or state.ended:
+            # No run yet, or it ended: a new piece of the same run.
+            state = self._open(trial, state)
+        self._put((state.run, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
         """Queue the trial's new checkpoint for upload as an artifact, if asked."""
         if not self.upload_checkpoints or trial.checkpoint is None:
             return
         state = self._trials.get(trial.trial_id)
-        if state is None:
+        if state is None or state.ended:
             return
         checkpoint = trial.checkpoint
         filesystem = (
             None if _runfile.is_local_filesystem(checkpoint.filesystem) else checkpoint.filesystem
         )
-        state.seq += 1
         iteration = (trial.last_result or {}).get("training_iteration")
-        state.handle.put(UploadCheckpoint(state.seq, checkpoint.path, filesystem, iteration))
+        state.run.checkpoint(checkpoint.path, filesystem, iteration)
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Send the end marker (exit code 1 if the trial failed); returns at once."""
         state = self._trials.get(trial.trial_id)
-        if state is not None:
-            if state.handle.exited.is_set() and state.handle.finished is None:
-                # Its worker died: a new one logs what it left, then finishes.
-                state = self._start(trial, previous=state)
+        if state is not None and not state.ended:
             state.ended = True
-            if not state.gave_up:
-                state.handle.finish(1 if failed else 0)
+            state.run.finish(1 if failed else 0)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
         status = {t.trial_id: t.status for t in trials}
-        self._replace_dead_workers(trials)
-        handles = self._pool.handles()
-        for handle in handles:
-            if not handle.finishing:
-                handle.finish(_exit_code_for(status.get(handle.worker_id)))
-        pending = self._wait(handles)
-        if self._replace_dead_workers(trials):
-            # A worker died while finishing: its replacement finishes the run.
-            handles = self._pool.handles()
-            pending = self._wait(handles)
+        for trial_id, state in self._trials.items():
+            if not state.ended:
+                state.ended = True
+                state.run.finish(_exit_code_for(status.get(trial_id)))
+        runs = [run for state in self._trials.values() for run in state.runs]
+        pending = self._wait(runs)
         # Stopped before they are reported: a worker still waiting for W&B in
         # wandb.init logs what it holds offline when stopped, and says where.
+        self._pool.stop(pending)
         self._pool.close()
-        for handle in pending:
-            state = self._trials.get(handle.worker_id)
-            where = handle.run_dir or (state.wandb_dir if state else "the trial's directory")
+        for run in pending:
+            where = run.run_dir or self._trials[run.key].wandb_dir
             logger.error(
                 "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
                 "its data is on disk in %s. Upload it with: wandb sync %s",
-                handle.trial_name,
+                run.name,
                 self.upload_timeout,
                 where,
                 where,
@@ -580,20 +495,20 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._keys.clear()
         self._token = None
 
-    def _wait(self, handles: list[WorkerHandle]) -> list[WorkerHandle]:
+    def _wait(self, runs: list[Run]) -> list[Run]:
         """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""
         deadline = time.monotonic() + self.upload_timeout
         started = time.monotonic()
         while True:
             step = min(_PROGRESS_SECONDS, max(0.0, deadline - time.monotonic()))
-            pending = self._pool.wait(handles, step)
+            pending = self._pool.wait(runs, step)
             if not pending or time.monotonic() >= deadline:
                 return pending
             logger.info(
                 "tune-wandb: waiting for %d of %d W&B runs to finish uploading "
                 "(%.0f s of upload_timeout=%s s)...",
                 len(pending),
-                len(handles),
+                len(runs),
                 time.monotonic() - started,
                 self.upload_timeout,
             )
@@ -601,36 +516,46 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     def _run_lines(self) -> list[_report.RunLine]:
         lines = []
         for state in self._trials.values():
-            handle = state.handle
-            finished, started = handle.finished, handle.started
+            run = state.run
+            finished, started = run.finished, run.started
             lines.append(
                 _report.RunLine(
-                    trial=handle.trial_name,
+                    trial=run.name,
                     run_id=started.run_id if started is not None else "-",
-                    rows=state.results,
+                    rows=sum(r.rows for r in state.runs),
                     exit_code=finished.exit_code if finished is not None else None,
                     offline=finished.offline if finished is not None else True,
                     finished=finished is not None,
-                    given_up=state.gave_up,
+                    given_up=run.state is RunState.GIVEN_UP,
                 )
             )
         return lines
 
 
-#: Worker deaths after which a trial is no longer logged (a worker that cannot
-#: start its run at all would otherwise be started again at every result).
-_MAX_WORKER_DEATHS = 3
+def _row_maker(trial_name: str, rules: _filters.Rules) -> Prepare:
+    """The filters of one trial's results, run on the pool's thread, off the Tune loop."""
+    splitter = _filters.Splitter(rules)
+    warned: set[str] = set()
 
+    def prepare(seq: int, result: dict[str, Any]) -> LogRow:
+        history, config, dropped = splitter.split(result)
+        for key in dropped or ():
+            if key not in warned:
+                warned.add(key)
+                logger.warning(
+                    "tune-wandb: trial %s: result key %r holds a value W&B cannot log (an "
+                    "object, function, lock, ...; see docs/bad-input.md), so it is left out "
+                    "of the history; the rest of the row is logged (said once per trial).",
+                    trial_name,
+                    key,
+                )
+        return LogRow(seq, history, config)
 
-def _discard(message: Any) -> None:
-    """The put of a trial no longer logged."""
+    return prepare
 
 
 #: How often a long wait at the end of an experiment says how it goes.
 _PROGRESS_SECONDS = 10.0
-
-#: How long a dead worker's sender thread has to stop before its leftovers are taken.
-_HAND_OVER_SECONDS = 2.0
 
 
 def _exit_code_for(status: str | None) -> int:
