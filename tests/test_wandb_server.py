@@ -251,6 +251,167 @@ def test_the_public_api_reads_a_run(wandb_server: WandbServer, tmp_path: Path) -
     assert wandb_server.unknown_operations == [] and wandb_server.errors == []
 
 
+def run_python(
+    server: WandbServer, home: Path, code: str, *args: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as an online client of ``server`` (``"-m"``: run the module in ``args``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", *args] if code == "-m" else [sys.executable, "-c", code, *args]
+    return subprocess.run(
+        command,
+        env=client_env(server, home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def printed(done: subprocess.CompletedProcess[str], tag: str) -> Any:
+    """The JSON a client script printed after ``tag``."""
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith(tag + " ")]
+    return json.loads(line.removeprefix(tag + " "))
+
+
+# -- artifacts ------------------------------------------------------------------
+
+# Logs a directory artifact twice (new content, then the same again), and a
+# reference artifact; `sys.argv[1]` is "online" or "offline".
+LOG_ARTIFACTS = textwrap.dedent(
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    import wandb
+
+    files = Path("ckpt")
+    (files / "sub").mkdir(parents=True)
+    (files / "a.txt").write_text("first")
+    (files / "sub" / "b.bin").write_bytes(bytes(range(256)))
+    refs = Path("bucket")
+    refs.mkdir()
+    (refs / "r.txt").write_text("referenced")
+    run = wandb.init(project="p", id="maker", dir=".", mode=sys.argv[1])
+    artifact = wandb.Artifact("ckpt", type="model", metadata={"epoch": 1})
+    artifact.add_dir(str(files))
+    run.log_artifact(artifact, aliases=["best"])
+    run.log({"x": 1})
+    (files / "a.txt").write_text("second")
+    versions = []
+    for alias in ("newer", "same"):
+        artifact = wandb.Artifact("ckpt", type="model")
+        artifact.add_dir(str(files))
+        run.log_artifact(artifact, aliases=[alias])
+        if sys.argv[1] == "online":
+            versions.append(artifact.wait().version)  # the saved version, read back
+    print("VERSIONS", json.dumps(versions))
+    reference = wandb.Artifact("data", type="dataset")
+    reference.add_reference(refs.resolve().as_uri())
+    reference.add_reference("https://example.com/big.csv", checksum=False)
+    run.log_artifact(reference)
+    run.finish()
+    wandb.teardown()
+    """
+)
+
+USE_ARTIFACT = textwrap.dedent(
+    """
+    import json
+    from pathlib import Path
+
+    import wandb
+
+    run = wandb.init(project="p", id="user", dir=".")
+    artifact = run.use_artifact("ckpt:best")
+    root = Path(artifact.download(root="downloaded"))
+    files = {
+        str(path.relative_to(root)): path.read_bytes().hex()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+    print("USED", json.dumps([artifact.name, artifact.type, files]))
+    run.finish()
+    wandb.teardown()
+    """
+)
+
+
+def check_logged_artifacts(server: WandbServer) -> None:
+    """What LOG_ARTIFACTS logged, as the server has it."""
+    maker = server.run("maker")
+    # wandb-core saves artifacts concurrently: versions of one collection in
+    # order, the collections in any.
+    assert [(a.qualified_name, a.type) for a in server.artifacts("ckpt")] == [
+        ("ckpt:v0", "model"),
+        ("ckpt:v1", "model"),
+    ]
+    assert [(a.qualified_name, a.type) for a in server.artifacts("data")] == [
+        ("data:v0", "dataset")
+    ]
+    first, second, data = (
+        server.artifact("ckpt:v0"),
+        server.artifact("ckpt:v1"),
+        server.artifact("data:v0"),
+    )
+    assert sorted(maker.artifacts, key=lambda a: a.qualified_name) == [first, second, data]
+    assert all(a.committed and a.run_id == "maker" for a in server.artifacts())
+    assert first.files == {"a.txt": b"first", "sub/b.bin": bytes(range(256))}
+    assert second.files == {"a.txt": b"second", "sub/b.bin": bytes(range(256))}
+    assert first.metadata == {"epoch": 1} and set(first.entries) == {"a.txt", "sub/b.bin"}
+    # Same content again made no new version: the existing one took the alias.
+    assert (first.aliases, second.aliases) == (["best"], ["latest", "newer", "same"])
+    assert server.artifact("ckpt:best") is first and server.artifact("ckpt") is second
+    assert data.files == {}
+    assert data.references["r.txt"].startswith("file://")
+    assert data.references["r.txt"].endswith("/bucket/r.txt")
+    assert data.references["big.csv"] == "https://example.com/big.csv"
+    assert server.unknown_operations == [] and server.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_artifacts_logged_online_and_used(wandb_server: WandbServer, tmp_path: Path) -> None:
+    logged = run_python(wandb_server, tmp_path / "maker", LOG_ARTIFACTS, "online")
+    assert logged.returncode == 0, logged.stderr
+    wandb_server.wait_finished(["maker"], timeout=10)
+    check_logged_artifacts(wandb_server)
+    # The same content again is the same version, to the client as well.
+    assert printed(logged, "VERSIONS") == ["v1", "v1"]
+    assert {"CreateArtifact", "CreateArtifactFiles", "CommitArtifact"} <= set(
+        wandb_server.operations
+    )
+
+    # Another machine (its own cache) downloads a version by its alias.
+    used = run_python(wandb_server, tmp_path / "user", USE_ARTIFACT)
+    assert used.returncode == 0, used.stderr
+    files = {"a.txt": b"first".hex(), "sub/b.bin": bytes(range(256)).hex()}
+    assert printed(used, "USED") == ["ckpt:best", "model", files]
+    (user,) = wandb_server.wait_finished(["user"], timeout=10)
+    first = wandb_server.artifact("ckpt:v0")
+    assert user.used_artifacts == [first] and first.used_by == ["user"]
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_artifacts_of_an_offline_run_upload_with_wandb_sync(
+    wandb_server: WandbServer, tmp_path: Path
+) -> None:
+    logged = run_python(wandb_server, tmp_path, LOG_ARTIFACTS, "offline")
+    assert logged.returncode == 0, logged.stderr
+    assert wandb_server.requests == []  # offline: nothing sent yet
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+
+    synced = run_python(wandb_server, tmp_path, "-m", "wandb", "sync", str(run_dir))
+    assert synced.returncode == 0, synced.stderr
+    (maker,) = wandb_server.wait_finished(["maker"], timeout=10)
+    assert [row["x"] for row in maker.history] == [1]
+    # The staged copies of the files upload, though the directory changed since.
+    check_logged_artifacts(wandb_server)
+
+
 # -- the server's own behaviour -----------------------------------------------
 
 

@@ -8,6 +8,11 @@ environment). It answers the GraphQL operations a run needs (``Viewer``,
 to check: project, group, display name, config, history, summary, exit code,
 the API keys the client sent.
 
+Beyond runs, what wandb 0.31 sends for artifacts (``run.log_artifact``,
+``wandb sync`` of an offline run's staged ones, ``run.use_artifact`` and
+``Artifact.download``): each version's name, type, aliases, files, manifest
+and references (:meth:`WandbServer.artifacts`, :attr:`RunRecord.artifacts`).
+
 Like W&B, it keeps a history row only when its ``_step`` moves forward; a row
 whose ``_step`` is not past the last kept one is dropped and counted, so a test
 of resuming proves that the client continued the step count.
@@ -59,6 +64,10 @@ _OUTPUT_FILE = "output.log"
 #: How many lines of history and events RunResumeStatus returns as the tail.
 _TAIL_LINES = 10
 
+# Where artifact files and manifests are uploaded: /artifacts/<n>/manifest
+# and /artifacts/<n>/files/<path in the artifact>.
+_ARTIFACT_PATH = "/artifacts/"
+
 # The first named operation of a document; fragments may come before it.
 _OPERATION_RE = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)")
 # The first field of an anonymous document, e.g. `{ viewer { id } }`.
@@ -66,9 +75,73 @@ _FIRST_FIELD_RE = re.compile(r"^\s*(?:query|mutation)?\s*\{\s*(?:\w+\s*:\s*)?([A
 _COMMENT_RE = re.compile(r"#[^\n]*")
 
 
+def _gql_id(kind: str, value: object) -> str:
+    """A GraphQL ID in W&B's style: base64 of ``Kind:value``."""
+    return base64.b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def _is_version(artifact: ArtifactRecord, version: str) -> bool:
+    """Whether ``version`` (``v3`` or an alias) names this artifact version."""
+    return version in artifact.aliases or version == f"v{artifact.version}"
+
+
 def make_api_key() -> str:
     """A fresh API key in a format wandb accepts (a prefix and 40 hex digits)."""
     return "local-" + secrets.token_hex(20)
+
+
+@dataclass
+class ArtifactRecord:
+    """One artifact version, as a run (or ``wandb sync``) logged it.
+
+    ``name`` is the artifact's collection (``"ckpt"``) and ``version`` its
+    index there (``v0`` is 0); ``aliases`` are those it holds now (an alias
+    moves to the newest version given it, as on W&B). ``files`` maps the path
+    in the artifact of each uploaded file to its bytes; ``manifest`` is the
+    uploaded ``wandb_manifest.json``; ``references`` maps the path of each
+    reference entry (``add_reference``) to its URI: those are never uploaded.
+    ``run_id`` is the run that logged it, ``used_by`` the runs that used it.
+    ``state`` is ``"PENDING"`` until the client commits it, then ``"COMMITTED"``.
+    """
+
+    id: str
+    entity: str
+    project: str
+    name: str
+    type: str
+    version: int
+    digest: str
+    run_id: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    history_step: int | None = None
+    state: str = "PENDING"
+    manifest: dict[str, Any] | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    used_by: list[str] = field(default_factory=list)
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def qualified_name(self) -> str:
+        """``name:v<version>``, as W&B shows it."""
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def committed(self) -> bool:
+        """Whether the client committed this version (its upload completed)."""
+        return self.state == "COMMITTED"
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The manifest's entries (path to digest, size, ref...); empty before its upload."""
+        return dict((self.manifest or {}).get("contents") or {})
+
+    @property
+    def references(self) -> dict[str, str]:
+        """The path and URI of every reference entry of the manifest."""
+        return {path: entry["ref"] for path, entry in self.entries.items() if entry.get("ref")}
 
 
 @dataclass
@@ -80,6 +153,8 @@ class RunRecord:
     the kept rows in order; ``dropped_rows`` counts the rows refused because
     their ``_step`` did not move forward. ``files`` maps an uploaded file's name
     to its bytes. ``api_keys`` is every key a request about this run carried.
+    ``artifacts`` are the artifact versions the run created, ``used_artifacts``
+    those it used.
     """
 
     entity: str
@@ -106,6 +181,8 @@ class RunRecord:
     upserts: int = 0
     api_keys: set[str] = field(default_factory=set)
     created_at: float = field(default_factory=time.time)
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    used_artifacts: list[ArtifactRecord] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -247,6 +324,8 @@ class WandbServer:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._runs: dict[tuple[str, str, str], RunRecord] = {}
+        self._artifacts: dict[str, ArtifactRecord] = {}
+        self._manifests: dict[str, ArtifactRecord] = {}
         self._connections: set[socket.socket] = set()
         self._closing = threading.Event()
         self._unhang = threading.Event()
@@ -422,6 +501,42 @@ class WandbServer:
             raise KeyError(f"{len(found)} runs with id {run_id!r}")
         return found[0]
 
+    def artifacts(
+        self, name: str | None = None, project: str | None = None, entity: str | None = None
+    ) -> list[ArtifactRecord]:
+        """Every artifact version the server knows, in the order they were created.
+
+        Narrowed to one collection (``name``, without version), project and
+        entity if given. The records are live, as those of :meth:`runs`.
+        """
+        with self._lock:
+            return [
+                artifact
+                for artifact in self._artifacts.values()
+                if (name is None or artifact.name == name)
+                and (project is None or artifact.project == project)
+                and (entity is None or artifact.entity == entity)
+            ]
+
+    def artifact(self, spec: str, project: str | None = None) -> ArtifactRecord:
+        """The artifact version ``name:v<N>`` or ``name:<alias>`` (``name`` alone: ``latest``).
+
+        Raises:
+            KeyError: No such version, or the name is ambiguous across projects.
+        """
+        name, _, version = spec.partition(":")
+        with self._lock:
+            found = [
+                artifact
+                for artifact in self._artifacts.values()
+                if artifact.name == name
+                and (project is None or artifact.project == project)
+                and _is_version(artifact, version or "latest")
+            ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} artifacts {spec!r}")
+        return found[0]
+
     def wait_finished(self, run_ids: Iterable[str], timeout: float = 30.0) -> list[RunRecord]:
         """Wait until every run in ``run_ids`` has finished; returns their records.
 
@@ -491,6 +606,8 @@ class WandbServer:
             handler.reply(200, self._graphql(operation, request.get("variables") or {}, key))
         elif path.startswith("/files/"):
             self._files(handler, path, body, key)
+        elif path.startswith(_ARTIFACT_PATH):
+            self._artifact_file(handler, path, body)
         elif path.startswith("/sdk/"):
             handler.reply(200, {})  # wandb-core's OpenTelemetry metrics and logs: taken, not kept
         else:
@@ -583,6 +700,17 @@ class WandbServer:
         "MarkRunFilesUploaded": "_mark_run_files_uploaded",
         "RunStoppedStatus": "_run_stopped_status",
         "Run": "_public_run",
+        "ArtifactType": "_artifact_type",
+        "CreateArtifact": "_create_artifact",
+        "CreateArtifactManifest": "_create_artifact_manifest",
+        "UpdateArtifactManifest": "_update_artifact_manifest",
+        "CreateArtifactFiles": "_create_artifact_files",
+        "CommitArtifact": "_commit_artifact",
+        "UseArtifact": "_use_artifact",
+        "ArtifactMembershipByName": "_artifact_membership",
+        "ArtifactByID": "_artifact_by_id",
+        "FetchArtifactManifest": "_fetch_artifact_manifest",
+        "GetArtifactMembershipFileUrls": "_artifact_file_urls",
     }
 
     def _graphql(
@@ -789,6 +917,289 @@ class WandbServer:
                 }
             }
         }
+
+    # -- artifacts ----------------------------------------------------------
+
+    def _artifact_type(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """Asked before a run logs an artifact: the type of the collection's ``name:alias``."""
+        artifact = self._find_artifact(variables)
+        found = None if artifact is None else {"artifactType": {"name": artifact.type}}
+        return {"project": {"artifact": found}}
+
+    def _find_artifact(self, variables: dict[str, Any]) -> ArtifactRecord | None:
+        """The version that ``name`` (``coll:v1``, ``coll:alias``) names in entity/project."""
+        name, _, version = str(variables.get("name") or "").partition(":")
+        entity = variables.get("entity") or self.entity
+        project = variables.get("project") or DEFAULT_PROJECT
+        found = [
+            artifact
+            for artifact in self._artifacts.values()
+            if (artifact.entity, artifact.project, artifact.name) == (entity, project, name)
+            and _is_version(artifact, version or "latest")
+        ]
+        return found[-1] if found else None
+
+    def _artifact_membership(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """The public API's look-up of ``name:version`` (``run.use_artifact``, ``api.artifact``)."""
+        artifact = self._find_artifact(variables)
+        if artifact is None or not artifact.committed:
+            return {"project": {"artifactCollectionMembership": None}}
+        node = self._artifact_node(artifact)
+        membership = {
+            "__typename": "ArtifactCollectionMembership",
+            "id": _gql_id("ArtifactCollectionMembership", artifact.id),
+            "versionIndex": artifact.version,
+            "createdAt": node["createdAt"],
+            "aliases": node["aliases"],
+            "artifactCollection": node["artifactSequence"],
+            "artifact": node,
+        }
+        return {"project": {"artifactCollectionMembership": membership}}
+
+    def _artifact_by_id(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """Asked by ``Artifact.wait()`` once the artifact is saved."""
+        artifact = self._artifacts.get(variables.get("id") or "")
+        return {"artifact": None if artifact is None else self._artifact_node(artifact)}
+
+    @staticmethod
+    def _artifact_node(artifact: ArtifactRecord) -> dict[str, Any]:
+        """An artifact version as the public API's ``ArtifactFragment`` wants it."""
+        project = {
+            "id": _gql_id("Project", artifact.project),
+            "internalId": _gql_id("Project", artifact.project),
+            "name": artifact.project,
+            "entity": {"name": artifact.entity},
+        }
+        collection = {"__typename": "ArtifactSequence", "name": artifact.name, "project": project}
+        aliases = [
+            {
+                "__typename": "ArtifactAlias",
+                "id": _gql_id("ArtifactAlias", f"{artifact.id}:{alias}"),
+                "alias": alias,
+                "artifactCollection": collection,
+            }
+            for alias in artifact.aliases
+        ]
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(artifact.created_at))
+        return {
+            "__typename": "Artifact",
+            "id": artifact.id,
+            "artifactSequence": collection,
+            "versionIndex": artifact.version,
+            "artifactType": {"name": artifact.type},
+            "description": artifact.description,
+            "metadata": json.dumps(artifact.metadata),
+            "ttlDurationSeconds": -1,
+            "ttlIsInherited": True,
+            "tags": [
+                {"__typename": "Tag", "id": _gql_id("Tag", tag), "name": tag}
+                for tag in artifact.tags
+            ],
+            "historyStep": artifact.history_step,
+            "state": artifact.state,
+            "size": sum(int(entry.get("size") or 0) for entry in artifact.entries.values()),
+            "digest": artifact.digest,
+            "commitHash": None,
+            "fileCount": len(artifact.entries),
+            "createdAt": created,
+            "updatedAt": created,
+            "aliases": aliases,
+        }
+
+    def _fetch_artifact_manifest(
+        self, variables: dict[str, Any], _key: str | None
+    ) -> dict[str, Any]:
+        artifact = self._artifacts.get(variables.get("id") or "")
+        if artifact is None:
+            return {"artifact": None}
+        url = f"{self.url}{self._artifact_url(artifact)}/manifest"
+        return {"artifact": {"currentManifest": {"file": {"directUrl": url}}}}
+
+    def _artifact_file_urls(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """Where to download the files of ``collection:alias`` (``Artifact.download``), one page."""
+        name = f"{variables.get('collection')}:{variables.get('alias')}"
+        artifact = self._find_artifact({**variables, "name": name})
+        if artifact is None:
+            return {"project": {"artifactCollection": None}}
+        prefix = f"{self.url}{self._artifact_url(artifact)}/files/"
+        edges = [
+            {"node": {"__typename": "File", "name": path, "directUrl": prefix + quote(path)}}
+            for path in artifact.files
+        ]
+        page = {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False}
+        files = {"pageInfo": page, "edges": edges}
+        return {
+            "project": {
+                "artifactCollection": {
+                    "__typename": "ArtifactSequence",
+                    "artifactMembership": {"files": files},
+                }
+            }
+        }
+
+    def _create_artifact(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+        spec = variables["input"]
+        entity = spec.get("entityName") or self.entity
+        project = spec.get("projectName") or DEFAULT_PROJECT
+        name = spec["artifactCollectionName"]
+        siblings = [
+            artifact
+            for artifact in self._artifacts.values()
+            if (artifact.entity, artifact.project, artifact.name) == (entity, project, name)
+        ]
+        latest = siblings[-1] if siblings else None
+        aliases = [alias["alias"] for alias in spec.get("aliases") or []]
+        same = [artifact for artifact in siblings if artifact.digest == spec.get("digest")]
+        if same and same[-1].committed and spec.get("enableDigestDeduplication"):
+            # W&B makes no new version of content it has: the existing one
+            # takes the new aliases, and the client uploads nothing.
+            artifact = same[-1]
+            self._give_aliases(artifact, siblings, aliases)
+        else:
+            number = len(self._artifacts)
+            artifact = ArtifactRecord(
+                id=_gql_id("Artifact", number),
+                entity=entity,
+                project=project,
+                name=name,
+                type=spec.get("artifactTypeName") or "",
+                version=len(siblings),
+                digest=spec.get("digest") or "",
+                run_id=spec.get("runName"),
+                tags=[tag["tagName"] for tag in spec.get("tags") or []],
+                description=spec.get("description"),
+                metadata=json.loads(spec.get("metadata") or "{}"),
+                history_step=spec.get("historyStep"),
+            )
+            self._artifacts[artifact.id] = artifact
+            # W&B's latest version of a collection is always "latest".
+            self._give_aliases(artifact, siblings, ["latest", *aliases])
+            if artifact.run_id is not None:
+                self._record(entity, project, artifact.run_id, key).artifacts.append(artifact)
+        base = None if latest is None or latest is artifact else {"id": latest.id}
+        return {
+            "createArtifact": {
+                "artifact": {
+                    "id": artifact.id,
+                    "state": artifact.state,
+                    "artifactSequence": {"latestArtifact": base},
+                }
+            }
+        }
+
+    @staticmethod
+    def _give_aliases(
+        artifact: ArtifactRecord, siblings: list[ArtifactRecord], aliases: Iterable[str]
+    ) -> None:
+        """Give ``aliases`` to ``artifact``: an alias names one version of a collection."""
+        for alias in aliases:
+            for sibling in siblings:
+                if sibling is not artifact and alias in sibling.aliases:
+                    sibling.aliases.remove(alias)
+            if alias not in artifact.aliases:
+                artifact.aliases.append(alias)
+
+    def _create_artifact_manifest(
+        self, variables: dict[str, Any], _key: str | None
+    ) -> dict[str, Any]:
+        artifact = self._artifacts[variables["artifactID"]]
+        manifest_id = _gql_id("ArtifactManifest", artifact.id)
+        self._manifests[manifest_id] = artifact
+        return {"createArtifactManifest": {"artifactManifest": self._manifest_answer(artifact)}}
+
+    def _update_artifact_manifest(
+        self, variables: dict[str, Any], _key: str | None
+    ) -> dict[str, Any]:
+        artifact = self._manifests[variables["artifactManifestID"]]
+        return {"updateArtifactManifest": {"artifactManifest": self._manifest_answer(artifact)}}
+
+    def _manifest_answer(self, artifact: ArtifactRecord) -> dict[str, Any]:
+        return {
+            "id": _gql_id("ArtifactManifest", artifact.id),
+            "file": {
+                "id": _gql_id("File", f"{artifact.id}/manifest"),
+                "uploadUrl": f"{self.url}{self._artifact_url(artifact)}/manifest",
+                "uploadHeaders": [],
+            },
+        }
+
+    @staticmethod
+    def _artifact_url(artifact: ArtifactRecord) -> str:
+        return _ARTIFACT_PATH + quote(artifact.id, safe="")
+
+    def _create_artifact_files(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        # wandb-core 0.31 sends {"input": {"artifactFiles": ...}}; older ones the files alone.
+        specs = variables.get("input", variables).get("artifactFiles") or []
+        edges = []
+        for spec in specs:
+            artifact = self._artifacts[spec["artifactID"]]
+            # One upload URL per file, also for the big files the client would
+            # upload in parts (uploadPartsInput): it then makes one PUT.
+            url = f"{self.url}{self._artifact_url(artifact)}/files/{quote(spec['name'])}"
+            edges.append(
+                {
+                    "node": {
+                        "storagePath": f"wandb_artifacts/{spec.get('md5')}",
+                        "uploadUrl": url,
+                        "uploadHeaders": [],
+                        "uploadMultipartUrls": None,
+                        "artifact": {"id": artifact.id},
+                    }
+                }
+            )
+        return {"createArtifactFiles": {"files": {"edges": edges}}}
+
+    def _commit_artifact(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        artifact = self._artifacts[variables["artifactID"]]
+        artifact.state = "COMMITTED"
+        return {"commitArtifact": {"artifact": {"id": artifact.id, "digest": artifact.digest}}}
+
+    def _use_artifact(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+        # wandb-core sends {"input": {...}}; the public API (run.use_artifact) the fields.
+        spec = variables.get("input", variables)
+        artifact = self._artifacts[spec["artifactID"]]
+        record = self._record(spec.get("entityName"), spec.get("projectName"), spec["runName"], key)
+        if artifact not in record.used_artifacts:
+            record.used_artifacts.append(artifact)
+            artifact.used_by.append(record.run_id)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(artifact.created_at))
+        answer = {
+            "id": artifact.id,
+            "digest": artifact.digest,
+            "description": artifact.description,
+            "state": artifact.state,
+            "createdAt": created,
+            "metadata": json.dumps(artifact.metadata),
+        }
+        return {"useArtifact": {"artifact": answer}}
+
+    def _artifact_file(self, handler: _Handler, path: str, body: bytes) -> None:
+        """An upload (PUT) or download (GET) of an artifact's manifest or file."""
+        artifact_id, _, rest = path[len(_ARTIFACT_PATH) :].partition("/")
+        with self._changed:
+            artifact = self._artifacts.get(unquote(artifact_id))
+            kind, _, name = rest.partition("/")
+            name = unquote(name)
+            if artifact is None or (kind, bool(name)) not in {("manifest", False), ("files", True)}:
+                self.unknown_operations.append(f"{handler.command} {path}")
+                handler.reply(404, {"error": "not found"})
+                return
+            if handler.command == "PUT":
+                if kind == "manifest":
+                    artifact.manifest = json.loads(body)
+                else:
+                    artifact.files[name] = body
+                self._changed.notify_all()
+                handler.reply(200, {})
+                return
+            if kind == "manifest":
+                data = None if artifact.manifest is None else json.dumps(artifact.manifest).encode()
+            else:
+                data = artifact.files.get(name)
+        if data is None:
+            handler.reply(404, {"error": "not found"})
+        else:
+            handler.reply(200, body=data)
 
 
 def _operation_name(query: str) -> str:
