@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wandb_server import WandbServer, make_api_key
+from wandb_server import (
+    STRUCTURED_CONSOLE_LOGS,
+    OutputLine,
+    WandbServer,
+    make_api_key,
+    parse_output_line,
+)
 
 # One wandb client process: init, log `rows` rows from `start`, finish. An
 # error talking to the server exits with 3 and says what it was.
@@ -412,6 +418,77 @@ def test_artifacts_of_an_offline_run_upload_with_wandb_sync(
     check_logged_artifacts(wandb_server)
 
 
+# -- console output -------------------------------------------------------------
+
+# A run with every kind of console line, then one with console capture off.
+CONSOLE = textwrap.dedent(
+    """
+    import logging
+    import sys
+
+    import wandb
+
+    run = wandb.init(project="p", id="talker", dir=".")
+    print("out one")
+    print("err one", file=sys.stderr)
+    run.write_logs("written 1\\nwritten 2")
+    logging.basicConfig(stream=sys.stderr)
+    logging.getLogger("trial").warning("careful")
+    for i in range(3):
+        print(f"\\rprogress {i}", end="", flush=True)
+    print()
+    print("[tag] not a label")
+    # wandb's interface: publish_output_raw marks its stream; wandb-core
+    # 0.31 drops publish_output's lines (not implemented in its sender).
+    run._interface.publish_output_raw("stderr", "raw err\\n")
+    run._interface.publish_output("stderr", "dropped\\n")
+    print("out two")
+    run.finish()
+
+    quiet = wandb.init(
+        project="p", id="quiet", dir=".", settings=wandb.Settings(console="off")
+    )
+    print("not captured")
+    quiet._interface.publish_output_raw("stderr", "not captured either\\n")
+    quiet.write_logs("written anyway")
+    quiet.finish()
+    wandb.teardown()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+@pytest.mark.parametrize("structured", [False, True], ids=["plain", "structured"])
+def test_console_lines_and_their_streams(
+    wandb_server: WandbServer, tmp_path: Path, structured: bool
+) -> None:
+    if structured:
+        wandb_server.features = {STRUCTURED_CONSOLE_LOGS}
+    done = run_python(wandb_server, tmp_path, CONSOLE)
+    assert done.returncode == 0, done.stderr
+    talker, quiet = wandb_server.wait_finished(["talker", "quiet"], timeout=10)
+
+    assert [(line.stream, line.text) for line in talker.lines] == [
+        ("stdout", "out one"),
+        ("stderr", "err one"),
+        ("stdout", "written 1"),  # write_logs: no stream, shown as stdout
+        ("stdout", "written 2"),
+        ("stderr", "WARNING:trial:careful"),
+        ("stdout", "progress 2"),  # rewritten in place by "\r"
+        ("stdout", "[tag] not a label"),
+        ("stderr", "raw err"),
+        ("stdout", "out two"),
+    ]
+    assert all(line.label is None and line.time for line in talker.lines)
+    # The format on the wire: JSON objects if the server has the feature.
+    assert all(raw.startswith("{") == structured for raw in talker.output)
+    assert "output.log" in talker.files
+    # With console capture off only write_logs lines reach the run.
+    assert [(line.stream, line.text) for line in quiet.lines] == [("stdout", "written anyway")]
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
 # -- the server's own behaviour -----------------------------------------------
 
 
@@ -476,6 +553,27 @@ def test_unknown_operations_get_empty_data_and_are_listed(wandb_server: WandbSer
         "test-entity"
     )
     assert wandb_server.unknown_operations == ["Mystery"]
+
+
+def test_console_lines_in_both_formats() -> None:
+    plain = "2024-05-06T07:08:09.123456 [rank1] hello"
+    assert parse_output_line(plain) == OutputLine(
+        "stdout", "[rank1] hello", None, "2024-05-06T07:08:09.123456"
+    )
+    # A label is read only where the run has a writer so labelled.
+    assert parse_output_line(plain, ["rank1"]).label == "rank1"
+    assert parse_output_line(plain, ["rank1"]).text == "hello"
+    assert parse_output_line("ERROR 2024-05-06T07:08:09.123456 ", ["x"]) == OutputLine(
+        "stderr", "", None, "2024-05-06T07:08:09.123456"
+    )
+    structured = {"level": "error", "ts": "2024-05-06T07:08:09.1", "label": "r", "content": "[x] y"}
+    assert parse_output_line(json.dumps(structured)) == OutputLine(
+        "stderr", "[x] y", "r", "2024-05-06T07:08:09.1"
+    )
+    assert parse_output_line('{"ts": "t", "content": "out"}') == OutputLine(
+        "stdout", "out", None, "t"
+    )
+    assert parse_output_line("no time at all") == OutputLine("stdout", "no time at all")
 
 
 def test_require_key(wandb_server: WandbServer) -> None:

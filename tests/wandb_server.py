@@ -6,7 +6,7 @@ environment). It answers the GraphQL operations a run needs (``Viewer``,
 ``UpsertBucket``, ``RunResumeStatus``, ``CreateRunFiles``, ...), takes the
 ``file_stream`` posts and file uploads, and records per run what a test wants
 to check: project, group, display name, config, history, summary, exit code,
-the API keys the client sent.
+console lines (:attr:`RunRecord.lines`), the API keys the client sent.
 
 Beyond runs, what wandb 0.31 sends for artifacts (``run.log_artifact``,
 ``wandb sync`` of an offline run's staged ones, ``run.use_artifact`` and
@@ -64,6 +64,19 @@ _OUTPUT_FILE = "output.log"
 #: How many lines of history and events RunResumeStatus returns as the tail.
 _TAIL_LINES = 10
 
+#: The server feature that makes wandb-core send console lines as JSON objects.
+STRUCTURED_CONSOLE_LOGS = "STRUCTURED_CONSOLE_LOGS"
+
+# A console line in wandb-core's plain format: "ERROR " for stderr, the
+# client's time (UTC, microseconds), then "[label] " if the writer has one.
+_LEGACY_LINE_RE = re.compile(
+    r"(?P<error>ERROR )?(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+) (?P<rest>.*)", re.DOTALL
+)
+# A writer's label, from its console file (output_<label>.log) or from its
+# system metrics' keys (system.cpu/l:<label>).
+_LABELLED_OUTPUT_RE = re.compile(r"output_(?P<label>.+)\.log")
+_METRIC_LABEL = "/l:"
+
 # Where artifact files and manifests are uploaded: /artifacts/<n>/manifest
 # and /artifacts/<n>/files/<path in the artifact>.
 _ARTIFACT_PATH = "/artifacts/"
@@ -88,6 +101,52 @@ def _is_version(artifact: ArtifactRecord, version: str) -> bool:
 def make_api_key() -> str:
     """A fresh API key in a format wandb accepts (a prefix and 40 hex digits)."""
     return "local-" + secrets.token_hex(20)
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    """One line of a run's console (its Logs tab), as the client sent it.
+
+    ``stream`` is ``"stderr"`` for the lines wandb marks as errors (captured
+    stderr) and ``"stdout"`` for the others: captured stdout, and the lines of
+    ``Run.write_logs``, which carry no stream. ``label`` is the writing
+    process's ``x_label`` (shared mode), ``time`` the client's UTC timestamp.
+    """
+
+    stream: str
+    text: str
+    label: str | None = None
+    time: str = ""
+
+
+def parse_output_line(raw: str, labels: Iterable[str] = ()) -> OutputLine:
+    """Read one ``output.log`` line of the file_stream, in either of wandb-core's formats.
+
+    The plain format (``ERROR 2024-01-01T00:00:00.000000 [label] text``) does
+    not say whether a line has a label; ``[x] `` is read as one only if ``x``
+    is among ``labels``. The JSON format (sent to a server with the
+    ``STRUCTURED_CONSOLE_LOGS`` feature) says it.
+    """
+    if raw.startswith("{"):
+        with contextlib.suppress(ValueError):
+            line = json.loads(raw)
+            if isinstance(line, dict) and "content" in line:
+                return OutputLine(
+                    "stderr" if line.get("level") == "error" else "stdout",
+                    str(line["content"]),
+                    line.get("label") or None,
+                    str(line.get("ts", "")),
+                )
+    match = _LEGACY_LINE_RE.fullmatch(raw)
+    if match is None:
+        return OutputLine("stdout", raw)
+    stream = "stderr" if match["error"] else "stdout"
+    text, label = match["rest"], None
+    for known in labels:
+        if text.startswith(f"[{known}] "):
+            text, label = text[len(known) + 3 :], known
+            break
+    return OutputLine(stream, text, label, match["time"])
 
 
 @dataclass
@@ -153,6 +212,7 @@ class RunRecord:
     the kept rows in order; ``dropped_rows`` counts the rows refused because
     their ``_step`` did not move forward. ``files`` maps an uploaded file's name
     to its bytes. ``api_keys`` is every key a request about this run carried.
+    ``output`` holds the console lines as sent (``lines`` parses them).
     ``artifacts`` are the artifact versions the run created, ``used_artifacts``
     those it used.
     """
@@ -195,6 +255,28 @@ class RunRecord:
     def steps(self) -> list[int]:
         """The ``_step`` of every kept history row, in order."""
         return [row["_step"] for row in self.history if "_step" in row]
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels (``x_label``) of the processes that wrote the run, as far as known.
+
+        Those its console files (``output_<label>.log``) and system metrics
+        (``.../l:<label>``) name.
+        """
+        found: list[str] = []
+        for name in self.files:
+            if match := _LABELLED_OUTPUT_RE.fullmatch(name):
+                found.append(match["label"])
+        for row in self.events:
+            found.extend(key.rpartition(_METRIC_LABEL)[2] for key in row if _METRIC_LABEL in key)
+        return list(dict.fromkeys(found))
+
+    @property
+    def lines(self) -> list[OutputLine]:
+        """The console lines (the Logs tab), parsed, in order; see :class:`OutputLine`."""
+        # Longest first: a label that starts another label does not take its lines.
+        labels = sorted(self.labels, key=len, reverse=True)
+        return [parse_output_line(raw, labels) for raw in self.output]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -326,6 +408,7 @@ class WandbServer:
         self._runs: dict[tuple[str, str, str], RunRecord] = {}
         self._artifacts: dict[str, ArtifactRecord] = {}
         self._manifests: dict[str, ArtifactRecord] = {}
+        self._features: frozenset[str] = frozenset()
         self._connections: set[socket.socket] = set()
         self._closing = threading.Event()
         self._unhang = threading.Event()
@@ -472,6 +555,21 @@ class WandbServer:
                 self._close_connections()
             else:
                 self._listen(self.port)
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The optional server features the server says it has (none by default).
+
+        wandb-core asks once per run, at its start. E.g. with
+        :data:`STRUCTURED_CONSOLE_LOGS`, console lines come as JSON objects that
+        say their label.
+        """
+        return self._features
+
+    @features.setter
+    def features(self, names: Iterable[str]) -> None:
+        with self._lock:
+            self._features = frozenset(names)
 
     # -- queries for tests --------------------------------------------------
 
@@ -746,8 +844,9 @@ class WandbServer:
         }
 
     def _server_features(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
-        # No optional feature: the client uses the plain code paths (no gzip etc.).
-        return {"serverInfo": {"features": []}}
+        # None by default: the client uses the plain code paths (no gzip etc.).
+        features = [{"name": name, "isEnabled": True} for name in sorted(self._features)]
+        return {"serverInfo": {"features": features}}
 
     def _server_info(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
         return {"serverInfo": {"cliVersionInfo": {}, "latestLocalVersionInfo": None}}
