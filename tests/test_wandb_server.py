@@ -489,6 +489,73 @@ def test_console_lines_and_their_streams(
     assert wandb_server.unknown_operations == [] and wandb_server.errors == []
 
 
+# -- sweeps -------------------------------------------------------------------
+
+SWEEP_CONFIG = {
+    "method": "grid",
+    "metric": {"name": "loss", "goal": "minimize"},
+    "parameters": {"lr": {"values": [0.1, 0.01, 0.001]}},
+}
+
+# Two runs, a sweep made of them afterwards, a third run attached through its
+# own settings, and the sweep as the public API reads it.
+SWEEP = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import wandb
+
+    config = json.loads(sys.argv[1])
+    for run_id, lr in (("r1", 0.1), ("r2", 0.01)):
+        run = wandb.init(project="p", id=run_id, dir=".", config={"lr": lr})
+        run.log({"loss": lr * 3})
+        run.finish()
+    sweep_id = wandb.sweep(config, project="p", prior_runs=["r1", "r2"])
+    run = wandb.init(
+        project="p",
+        id="r3",
+        dir=".",
+        config={"lr": 0.001},
+        settings=wandb.Settings(sweep_id=sweep_id),
+    )
+    run.log({"loss": 0.003})
+    run.finish()
+    sweep = wandb.Api().sweep(f"test-entity/p/{sweep_id}")
+    print("SWEEP", json.dumps([sweep_id, sweep.state, sweep.config, [r.id for r in sweep.runs]]))
+    wandb.teardown()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_sweep_of_prior_and_attached_runs_then_stopped(
+    wandb_server: WandbServer, tmp_path: Path
+) -> None:
+    done = run_python(wandb_server, tmp_path, SWEEP, json.dumps(SWEEP_CONFIG))
+    assert done.returncode == 0, done.stderr
+    sweep_id, state, config, runs = printed(done, "SWEEP")
+    assert (state, config, runs) == ("RUNNING", SWEEP_CONFIG, ["r1", "r2", "r3"])
+
+    sweep = wandb_server.sweep(sweep_id)
+    assert wandb_server.sweeps() == [sweep]
+    assert (sweep.entity, sweep.project, sweep.config) == ("test-entity", "p", SWEEP_CONFIG)
+    assert sweep.prior_runs_filters == [{"$or": [{"name": "r1"}, {"name": "r2"}]}]
+    assert sweep.run_ids == ["r1", "r2", "r3"]
+    assert [wandb_server.run(r).sweep for r in ("r1", "r2", "r3")] == [sweep_id] * 3
+    # Attached by its settings, the run kept its own id and project.
+    assert (wandb_server.run("r3").project, wandb_server.run("r3").config) == ("p", {"lr": 0.001})
+
+    stopped = run_python(
+        wandb_server, tmp_path, "-m", "wandb", "sweep", "--stop", f"test-entity/p/{sweep_id}"
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert (sweep.state, sweep.states) == ("FINISHED", ["RUNNING", "FINISHED"])
+    assert {"UpsertSweep", "GetSweep", "Runs", "SweepWithRuns"} <= set(wandb_server.operations)
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
 # -- the server's own behaviour -----------------------------------------------
 
 
@@ -574,6 +641,22 @@ def test_console_lines_in_both_formats() -> None:
         "stdout", "out", None, "t"
     )
     assert parse_output_line("no time at all") == OutputLine("stdout", "no time at all")
+
+
+def test_a_sweep_filter_the_server_cannot_read_is_an_error(wandb_server: WandbServer) -> None:
+    upsert = (
+        "mutation UpsertSweep($config: String, $priorRunsFilters: JSONString)"
+        " { upsertSweep(input: {config: $config, priorRunsFilters: $priorRunsFilters})"
+        " { sweep { name } } }"
+    )
+    graphql(wandb_server, upsert, config="method: grid\n", priorRunsFilters="{}")
+    (sweep,) = wandb_server.sweeps()
+    assert (sweep.config, sweep.project, sweep.run_ids) == ({"method": "grid"}, "uncategorized", [])
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        graphql(wandb_server, upsert, config="", priorRunsFilters='{"tags": "x"}')
+    assert failed.value.code == 500
+    failed.value.close()
+    assert "unknown runs filter" in wandb_server.errors[-1]
 
 
 def test_require_key(wandb_server: WandbServer) -> None:

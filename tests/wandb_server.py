@@ -8,10 +8,15 @@ environment). It answers the GraphQL operations a run needs (``Viewer``,
 to check: project, group, display name, config, history, summary, exit code,
 console lines (:attr:`RunRecord.lines`), the API keys the client sent.
 
-Beyond runs, what wandb 0.31 sends for artifacts (``run.log_artifact``,
-``wandb sync`` of an offline run's staged ones, ``run.use_artifact`` and
-``Artifact.download``): each version's name, type, aliases, files, manifest
-and references (:meth:`WandbServer.artifacts`, :attr:`RunRecord.artifacts`).
+Beyond runs, what wandb 0.31 sends for:
+
+- artifacts (``run.log_artifact``, ``wandb sync`` of an offline run's staged
+  ones, ``run.use_artifact`` and ``Artifact.download``): each version's name,
+  type, aliases, files, manifest and references
+  (:meth:`WandbServer.artifacts`, :attr:`RunRecord.artifacts`);
+- sweeps (``wandb.sweep(..., prior_runs=...)``, runs given
+  ``settings.sweep_id``, ``wandb sweep --stop``, ``wandb.Api().sweep``): each
+  sweep's config, state and runs (:meth:`WandbServer.sweeps`).
 
 Like W&B, it keeps a history row only when its ``_step`` moves forward; a row
 whose ``_step`` is not past the last kept one is dropped and counted, so a test
@@ -37,13 +42,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+import yaml
 
 #: The entity (user) the server says the API key belongs to.
 DEFAULT_ENTITY = "test-entity"
@@ -80,6 +86,9 @@ _METRIC_LABEL = "/l:"
 # Where artifact files and manifests are uploaded: /artifacts/<n>/manifest
 # and /artifacts/<n>/files/<path in the artifact>.
 _ARTIFACT_PATH = "/artifacts/"
+
+# Sweep ids: W&B's are 8 characters of lower-case letters and digits.
+_SWEEP_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 # The first named operation of a document; fragments may come before it.
 _OPERATION_RE = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)")
@@ -204,6 +213,34 @@ class ArtifactRecord:
 
 
 @dataclass
+class SweepRecord:
+    """One sweep, as ``wandb.sweep`` or the ``UpsertSweep`` mutation made it.
+
+    ``id`` is the short name ``wandb.sweep`` returns (a run's ``sweep_id``);
+    W&B's GraphQL ID of the sweep is ``storage_id``. ``config`` is the sweep
+    configuration (sent as YAML), ``state`` W&B's (``RUNNING``, ``FINISHED``,
+    ``PAUSED``, ``CANCELED``), ``states`` every state it was given in order.
+    ``run_ids`` are its runs in the order they joined: through
+    ``priorRunsFilters`` (``wandb.sweep(prior_runs=...)``, each filter kept
+    in ``prior_runs_filters``) or their own ``UpsertBucket`` (``sweep_id``).
+    """
+
+    id: str
+    storage_id: str
+    entity: str
+    project: str
+    config: dict[str, Any] = field(default_factory=dict)
+    state: str = "RUNNING"
+    states: list[str] = field(default_factory=list)
+    display_name: str | None = None
+    description: str | None = None
+    prior_runs_filters: list[Any] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    upserts: int = 0
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
 class RunRecord:
     """What the server knows of one run, keyed by (entity, project, run id).
 
@@ -213,6 +250,7 @@ class RunRecord:
     their ``_step`` did not move forward. ``files`` maps an uploaded file's name
     to its bytes. ``api_keys`` is every key a request about this run carried.
     ``output`` holds the console lines as sent (``lines`` parses them).
+    ``sweep`` is the id of the sweep the run belongs to, if any.
     ``artifacts`` are the artifact versions the run created, ``used_artifacts``
     those it used.
     """
@@ -241,6 +279,7 @@ class RunRecord:
     upserts: int = 0
     api_keys: set[str] = field(default_factory=set)
     created_at: float = field(default_factory=time.time)
+    sweep: str | None = None
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     used_artifacts: list[ArtifactRecord] = field(default_factory=list)
 
@@ -408,6 +447,7 @@ class WandbServer:
         self._runs: dict[tuple[str, str, str], RunRecord] = {}
         self._artifacts: dict[str, ArtifactRecord] = {}
         self._manifests: dict[str, ArtifactRecord] = {}
+        self._sweeps: dict[str, SweepRecord] = {}
         self._features: frozenset[str] = frozenset()
         self._connections: set[socket.socket] = set()
         self._closing = threading.Event()
@@ -635,6 +675,20 @@ class WandbServer:
             raise KeyError(f"{len(found)} artifacts {spec!r}")
         return found[0]
 
+    def sweeps(self) -> list[SweepRecord]:
+        """Every sweep the server knows, in the order they were created (live records)."""
+        with self._lock:
+            return list(self._sweeps.values())
+
+    def sweep(self, sweep_id: str) -> SweepRecord:
+        """The sweep with this id (the name ``wandb.sweep`` returns).
+
+        Raises:
+            KeyError: No such sweep.
+        """
+        with self._lock:
+            return self._sweeps[sweep_id]
+
     def wait_finished(self, run_ids: Iterable[str], timeout: float = 30.0) -> list[RunRecord]:
         """Wait until every run in ``run_ids`` has finished; returns their records.
 
@@ -798,6 +852,7 @@ class WandbServer:
         "MarkRunFilesUploaded": "_mark_run_files_uploaded",
         "RunStoppedStatus": "_run_stopped_status",
         "Run": "_public_run",
+        "Runs": "_public_runs",
         "ArtifactType": "_artifact_type",
         "CreateArtifact": "_create_artifact",
         "CreateArtifactManifest": "_create_artifact_manifest",
@@ -809,6 +864,11 @@ class WandbServer:
         "ArtifactByID": "_artifact_by_id",
         "FetchArtifactManifest": "_fetch_artifact_manifest",
         "GetArtifactMembershipFileUrls": "_artifact_file_urls",
+        "UpsertSweep": "_upsert_sweep",
+        "GetSweep": "_get_sweep",
+        "GetSweepLegacy": "_get_sweep",
+        "GetSweepState": "_get_sweep",
+        "SweepWithRuns": "_get_sweep",
     }
 
     def _graphql(
@@ -877,6 +937,8 @@ class WandbServer:
             record.config = {k: v.get("value") for k, v in stored.items()}
         if variables.get("summaryMetrics") is not None:
             record.summary.update(json.loads(variables["summaryMetrics"]))
+        if variables.get("sweep"):
+            self._join_sweep(record, variables["sweep"])
         return {
             "upsertBucket": {
                 "bucket": {
@@ -885,7 +947,7 @@ class WandbServer:
                     "displayName": record.name,
                     "description": record.notes,
                     "config": json.dumps(self._stored_config(record)),
-                    "sweepName": None,
+                    "sweepName": record.sweep,
                     "project": {
                         "id": base64.b64encode(f"Project:{record.project}".encode()).decode(),
                         "name": record.project,
@@ -986,35 +1048,70 @@ class WandbServer:
     def _public_run(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
         """The public API's ``Run`` query (``wandb.Api().run(path)``)."""
         record = self._find(variables.get("entity"), variables.get("project"), variables["name"])
-        if record is None:
-            return {"project": {"run": None}}
-        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created_at))
+        return {"project": {"run": None if record is None else self._run_node(record)}}
+
+    def _public_runs(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """The public API's ``Runs`` query (``api.runs(path, filters)``, a sweep's runs).
+
+        Filters as :func:`_runs_filter` reads them; runs in the order they were
+        created (newest first for the order ``-created_at``; other orders are ignored).
+        """
+        entity = variables.get("entity") or self.entity
+        project = variables.get("project") or DEFAULT_PROJECT
+        matches = _runs_filter(json.loads(variables.get("filters") or "{}"))
+        found = [
+            record
+            for record in self._runs.values()
+            if (record.entity, record.project) == (entity, project) and matches(record)
+        ]
+        if variables.get("order") == "-created_at":
+            found.reverse()
+        start = int(variables.get("cursor") or 0)
+        end = start + int(variables.get("perPage") or 50)
+        edges = [
+            {"node": self._run_node(record), "cursor": str(index + 1)}
+            for index, record in enumerate(found[start:end], start=start)
+        ]
         return {
             "project": {
-                "run": {
-                    "projectId": "1",
-                    "id": record.storage_id,
-                    "name": record.run_id,
-                    "displayName": record.name,
-                    "tags": record.tags,
-                    "sweepName": None,
-                    "state": record.state,
-                    "config": json.dumps(self._stored_config(record)),
-                    "group": record.group,
-                    "jobType": record.job_type,
-                    "commit": None,
-                    "readOnly": False,
-                    "createdAt": created,
-                    "heartbeatAt": created,
-                    "description": record.notes,
-                    "notes": record.notes,
-                    "systemMetrics": "{}",
-                    "summaryMetrics": json.dumps(record.summary),
-                    "historyLineCount": len(record.history),
-                    "user": {"name": "Test User", "username": "test"},
-                    "historyKeys": None,
-                }
+                "internalId": _gql_id("Project", project),
+                "runCount": len(found),
+                "readOnly": False,
+                "runs": {
+                    "edges": edges,
+                    "pageInfo": {
+                        "endCursor": str(min(end, len(found))),
+                        "hasNextPage": end < len(found),
+                    },
+                },
             }
+        }
+
+    def _run_node(self, record: RunRecord) -> dict[str, Any]:
+        """A run as the public API's queries want it."""
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created_at))
+        return {
+            "projectId": "1",
+            "id": record.storage_id,
+            "name": record.run_id,
+            "displayName": record.name,
+            "tags": record.tags,
+            "sweepName": record.sweep,
+            "state": record.state,
+            "config": json.dumps(self._stored_config(record)),
+            "group": record.group,
+            "jobType": record.job_type,
+            "commit": None,
+            "readOnly": False,
+            "createdAt": created,
+            "heartbeatAt": created,
+            "description": record.notes,
+            "notes": record.notes,
+            "systemMetrics": "{}",
+            "summaryMetrics": json.dumps(record.summary),
+            "historyLineCount": len(record.history),
+            "user": {"name": "Test User", "username": "test"},
+            "historyKeys": None,
         }
 
     # -- artifacts ----------------------------------------------------------
@@ -1299,6 +1396,155 @@ class WandbServer:
             handler.reply(404, {"error": "not found"})
         else:
             handler.reply(200, body=data)
+
+    # -- sweeps ---------------------------------------------------------------
+
+    def _upsert_sweep(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """Create a sweep (no ``id``) or change one (its GraphQL ``id``, e.g. its state)."""
+        sweep_gql_id = variables.get("id")
+        if sweep_gql_id is None:
+            sweep_id = "".join(secrets.choice(_SWEEP_ID_ALPHABET) for _ in range(8))
+            sweep = SweepRecord(
+                id=sweep_id,
+                storage_id=_gql_id("Sweep", sweep_id),
+                entity=variables.get("entityName") or self.entity,
+                project=variables.get("projectName") or DEFAULT_PROJECT,
+            )
+            self._sweeps[sweep_id] = sweep
+            sweep.states.append(sweep.state)
+        else:
+            found = [
+                sweep
+                for sweep in self._sweeps.values()
+                if sweep_gql_id in {sweep.storage_id, sweep.id}
+            ]
+            if not found:
+                raise KeyError(f"no sweep with ID {sweep_gql_id!r}")
+            sweep = found[0]
+        sweep.upserts += 1
+        if variables.get("config") is not None:
+            sweep.config = yaml.safe_load(variables["config"]) or {}
+        if variables.get("state") is not None:
+            sweep.state = variables["state"]
+            sweep.states.append(sweep.state)
+        if variables.get("displayName") is not None:
+            sweep.display_name = variables["displayName"]
+        if variables.get("description") is not None:
+            sweep.description = variables["description"]
+        if variables.get("priorRunsFilters"):
+            filters = json.loads(variables["priorRunsFilters"])
+            matches = _runs_filter(filters)
+            sweep.prior_runs_filters.append(filters)
+            for record in list(self._runs.values()):
+                if (record.entity, record.project) == (sweep.entity, sweep.project) and matches(
+                    record
+                ):
+                    self._join_sweep(record, sweep.id)
+        return {
+            "upsertSweep": {
+                "sweep": {
+                    "name": sweep.id,
+                    "project": {
+                        "id": _gql_id("Project", sweep.project),
+                        "name": sweep.project,
+                        "entity": {"id": _gql_id("Entity", sweep.entity), "name": sweep.entity},
+                    },
+                },
+                "configValidationWarnings": [],
+            }
+        }
+
+    def _join_sweep(self, record: RunRecord, sweep_id: str) -> None:
+        """Make ``record`` one of the sweep's runs (and of no other sweep's)."""
+        if record.sweep is not None and record.sweep in self._sweeps:
+            previous = self._sweeps[record.sweep].run_ids
+            if record.run_id in previous and record.sweep != sweep_id:
+                previous.remove(record.run_id)
+        record.sweep = sweep_id
+        sweep = self._sweeps.get(sweep_id)
+        if sweep is not None and record.run_id not in sweep.run_ids:
+            sweep.run_ids.append(record.run_id)
+
+    def _get_sweep(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+        """The queries of a sweep by name (public API, ``wandb sweep --stop``, agents)."""
+        sweep = self._sweeps.get(variables.get("name") or variables.get("sweep") or "")
+        entity = variables.get("entity") or self.entity
+        project = variables.get("project") or DEFAULT_PROJECT
+        if sweep is None or (sweep.entity, sweep.project) != (entity, project):
+            return {"project": {"sweep": None}}
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sweep.created_at))
+        runs = [self._find(sweep.entity, sweep.project, run_id) for run_id in sweep.run_ids]
+        return {
+            "project": {
+                "sweep": {
+                    "__typename": "Sweep",
+                    "id": sweep.storage_id,
+                    "name": sweep.id,
+                    "displayName": sweep.display_name,
+                    "method": sweep.config.get("method"),
+                    "state": sweep.state,
+                    "description": sweep.description,
+                    "bestLoss": None,
+                    "config": yaml.safe_dump(sweep.config),
+                    "createdAt": created,
+                    "updatedAt": created,
+                    "heartbeatAt": created,
+                    "earlyStopJobRunning": False,
+                    "controller": None,
+                    "scheduler": None,
+                    "runCount": len(sweep.run_ids),
+                    "runCountExpected": None,
+                    "runs": {
+                        "edges": [{"node": self._sweep_run(record)} for record in runs if record]
+                    },
+                }
+            }
+        }
+
+    def _sweep_run(self, record: RunRecord) -> dict[str, Any]:
+        return {
+            "name": record.run_id,
+            "state": record.state,
+            "config": json.dumps(self._stored_config(record)),
+            "exitcode": record.exit_code,
+            "heartbeatAt": None,
+            "shouldStop": False,
+            "failed": record.state == "failed",
+            "stopped": False,
+            "running": not record.finished,
+            "summaryMetrics": json.dumps(record.summary),
+            "sampledHistory": [[]],
+        }
+
+
+def _runs_filter(query: Any) -> Callable[[RunRecord], bool]:
+    """A W&B runs filter as a test of a run, as far as sweeps use them.
+
+    ``{"$or": [...]}``, ``{"$and": [...]}``, ``{"name": id}``,
+    ``{"name": {"$in": [...]}}`` (``name`` is the run id) and ``{"sweep": id}``;
+    ``{}`` matches every run.
+
+    Raises:
+        ValueError: A filter the server does not understand.
+    """
+    if not isinstance(query, dict):
+        raise ValueError(f"unknown runs filter {query!r}")  # noqa: TRY004  (a bad value)
+    tests = [_runs_filter_part(key, value, query) for key, value in query.items()]
+    return lambda record: all(test(record) for test in tests)
+
+
+def _runs_filter_part(key: str, value: Any, query: Any) -> Callable[[RunRecord], bool]:
+    if key in {"$or", "$and"} and isinstance(value, list):
+        parts = [_runs_filter(part) for part in value]
+        combine = any if key == "$or" else all
+        return lambda record: combine(part(record) for part in parts)
+    if key == "name" and isinstance(value, str):
+        return lambda record: record.run_id == value
+    if key == "name" and isinstance(value, dict) and set(value) == {"$in"}:
+        return lambda record: record.run_id in value["$in"]
+    if key == "sweep" and isinstance(value, str):
+        return lambda record: record.sweep == value
+    raise ValueError(f"unknown runs filter {query!r}")
 
 
 def _operation_name(query: str) -> str:
