@@ -556,6 +556,115 @@ def test_a_sweep_of_prior_and_attached_runs_then_stopped(
     assert wandb_server.unknown_operations == [] and wandb_server.errors == []
 
 
+# -- shared mode ----------------------------------------------------------------
+
+# One writer of the shared run "team": argv is its label, "primary" or not,
+# its config, and a directory for the signals between the writers and the test.
+SHARED_WRITER = textwrap.dedent(
+    """
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    import wandb
+
+    label, role, config, signals = sys.argv[1:]
+    primary = role == "primary"
+    settings = wandb.Settings(
+        mode="shared", x_primary=primary, x_label=label, x_update_finish_state=primary
+    )
+    run = wandb.init(project="p", id="team", dir=".", config=json.loads(config), settings=settings)
+    print(f"out of {label}")
+    print(f"err of {label}", file=sys.stderr)
+    for i in range(3):
+        run.log({f"{label}/x": i})
+    (Path(signals) / f"{label}-logged").touch()
+    if primary:  # the primary finishes last, once the test says so
+        while not (Path(signals) / "finish").exists():
+            time.sleep(0.05)
+    run.finish(exit_code=0 if primary else 3)
+    wandb.teardown()
+    """
+)
+
+
+def start_writer(
+    server: WandbServer, home: Path, signals: Path, label: str, role: str, config: dict[str, Any]
+) -> subprocess.Popen[str]:
+    home.mkdir(parents=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SHARED_WRITER, label, role, json.dumps(config), str(signals)],
+        env=client_env(server, home),
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_shared_mode_writers_of_one_run(wandb_server: WandbServer, tmp_path: Path) -> None:
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    primary = start_writer(wandb_server, tmp_path / "0", signals, "rank0", "primary", {"a": 1})
+    secondary = None
+    try:
+        wait_for(signals / "rank0-logged", primary)
+        secondary = start_writer(wandb_server, tmp_path / "1", signals, "rank1", "other", {"b": 2})
+        _, err = secondary.communicate(timeout=60)
+        assert secondary.returncode == 0, err
+        run = wandb_server.run("team")
+        assert not run.finished  # the secondary does not finish the run
+        (signals / "finish").touch()
+        _, err = primary.communicate(timeout=60)
+        assert primary.returncode == 0, err
+    finally:
+        for process in (primary, secondary):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    (run,) = wandb_server.wait_finished(["team"], timeout=10)
+    assert wandb_server.runs() == [run]
+    assert [writer.label for writer in run.writers.values()] == ["rank0", "rank1"]
+    rank0, rank1 = run.writer("rank0"), run.writer("rank1")
+    assert rank0.client_id != rank1.client_id
+    # Each writer counts its own steps; none of its rows is dropped.
+    assert [row["rank0/x"] for row in rank0.history] == [0, 1, 2]
+    assert [row["rank1/x"] for row in rank1.history] == [0, 1, 2]
+    assert len(run.history) == 6 and run.dropped_rows == 0
+    assert (rank0.summary["rank0/x"], rank1.summary["rank1/x"]) == (2, 2)
+    # Console lines carry their writer's label; the run has them in the order
+    # they arrived, each writer's in its order.
+    for writer in (rank0, rank1):
+        label = writer.label
+        mine = [("stdout", f"out of {label}"), ("stderr", f"err of {label}")]
+        assert [(line.stream, line.text) for line in writer.lines] == mine
+        assert [(line.stream, line.text) for line in run.lines if line.label == label] == mine
+    assert len(run.lines) == 4
+    # System metrics are labelled too.
+    assert rank1.events
+    assert all(key.endswith("/l:rank1") for row in rank1.events for key in row if "." in key)
+    # Only the primary uploads the run's files; each its own console file.
+    assert rank1.files == ["output_rank1.log"]
+    assert {"output_rank0.log", "wandb-metadata.json", "config.yaml"} <= set(rank0.files)
+    # The run finished once, by the primary, with its exit code.
+    assert (rank0.finished, rank1.finished, run.exit_code) == (True, False, 0)
+    # The writers' configs are merged (W&B keeps each writer's environment).
+    assert (rank0.config, rank1.config, run.config) == ({"a": 1}, {"b": 2}, {"a": 1, "b": 2})
+    assert wandb_server.unknown_operations == [] and wandb_server.errors == []
+
+
 # -- the server's own behaviour -----------------------------------------------
 
 
@@ -641,6 +750,55 @@ def test_console_lines_in_both_formats() -> None:
         "stdout", "out", None, "t"
     )
     assert parse_output_line("no time at all") == OutputLine("stdout", "no time at all")
+
+
+def test_shared_writers_keep_their_own_offsets_and_steps(wandb_server: WandbServer) -> None:
+    def stream(client_id: str, payload: dict[str, Any]) -> None:
+        auth = base64.b64encode(f"api:{wandb_server.api_key}".encode()).decode()
+        request = urllib.request.Request(  # noqa: S310  (our own server)
+            wandb_server.url + "/files/test-entity/p/team/file_stream",
+            data=json.dumps(payload).encode(),
+            headers={
+                "Authorization": f"Basic {auth}",
+                "X-WANDB-ASYNC-CLIENT-ID": client_id,
+                "X-WANDB-USE-ASYNC-FILESTREAM": "true",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310  (same)
+            response.read()
+
+    def output(offset: int, *lines: str) -> dict[str, Any]:
+        return {"files": {"output.log": {"offset": offset, "content": list(lines)}}}
+
+    ts = "2024-05-06T07:08:09.123456"
+    stream("a", output(0, f"{ts} [ra] a0", f"{ts} [ra] a1"))
+    stream("b", output(0, f"{ts} [rb] b0"))
+    stream("a", output(1, f"{ts} [ra] a1, rewritten", f"{ts} [ra] a2"))
+    history = [history_line(0, y=0), history_line(1, y=1)]
+    stream("b", {"files": {"wandb-history.jsonl": {"offset": 0, "content": history}}})
+    stream("a", {"files": {"wandb-history.jsonl": {"offset": 0, "content": history[:1]}}})
+    stream("a", {"complete": True, "exitcode": 0})
+    stream("b", output(1, f"{ts} [rb] b1, after a finished"))
+
+    run = wandb_server.run("team")
+    assert [w.client_id for w in run.writers.values()] == ["a", "b"]
+    assert [w.label for w in run.writers.values()] == [None, None]  # no file or metric named them
+    assert [line.text for line in run.lines] == [
+        "[ra] a0",
+        "[ra] a1, rewritten",
+        "[rb] b0",
+        "[ra] a2",
+        "[rb] b1, after a finished",
+    ]
+    run.writers["a"].label, run.writers["b"].label = "ra", "rb"
+    assert [line.label for line in run.lines] == ["ra", "ra", "rb", "ra", "rb"]
+    assert run.steps == [0, 1, 0] and run.dropped_rows == 0
+    # Written to after one writer finished it, the run stays finished.
+    assert (run.finished, run.writers["a"].finished, run.writers["b"].finished) == (
+        True,
+        True,
+        False,
+    )
 
 
 def test_a_sweep_filter_the_server_cannot_read_is_an_error(wandb_server: WandbServer) -> None:

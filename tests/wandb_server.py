@@ -16,7 +16,10 @@ Beyond runs, what wandb 0.31 sends for:
   (:meth:`WandbServer.artifacts`, :attr:`RunRecord.artifacts`);
 - sweeps (``wandb.sweep(..., prior_runs=...)``, runs given
   ``settings.sweep_id``, ``wandb sweep --stop``, ``wandb.Api().sweep``): each
-  sweep's config, state and runs (:meth:`WandbServer.sweeps`).
+  sweep's config, state and runs (:meth:`WandbServer.sweeps`);
+- shared mode (``mode="shared"``): the processes writing one run, each with
+  its label, rows, lines and whether it finished the run
+  (:attr:`RunRecord.writers`).
 
 Like W&B, it keeps a history row only when its ``_step`` moves forward; a row
 whose ``_step`` is not past the last kept one is dropped and counted, so a test
@@ -83,6 +86,10 @@ _LEGACY_LINE_RE = re.compile(
 _LABELLED_OUTPUT_RE = re.compile(r"output_(?P<label>.+)\.log")
 _METRIC_LABEL = "/l:"
 
+# In shared mode, wandb-core names the writing process in these headers.
+_CLIENT_ID_HEADER = "X-WANDB-CLIENT-ID"
+_STREAM_CLIENT_ID_HEADER = "X-WANDB-ASYNC-CLIENT-ID"
+
 # Where artifact files and manifests are uploaded: /artifacts/<n>/manifest
 # and /artifacts/<n>/files/<path in the artifact>.
 _ARTIFACT_PATH = "/artifacts/"
@@ -95,6 +102,14 @@ _OPERATION_RE = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)"
 # The first field of an anonymous document, e.g. `{ viewer { id } }`.
 _FIRST_FIELD_RE = re.compile(r"^\s*(?:query|mutation)?\s*\{\s*(?:\w+\s*:\s*)?([A-Za-z_]\w*)")
 _COMMENT_RE = re.compile(r"#[^\n]*")
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """Who sent a GraphQL request: its API key, and its writer's client id in shared mode."""
+
+    key: str | None
+    client_id: str | None = None
 
 
 def _gql_id(kind: str, value: object) -> str:
@@ -156,6 +171,42 @@ def parse_output_line(raw: str, labels: Iterable[str] = ()) -> OutputLine:
             text, label = text[len(known) + 3 :], known
             break
     return OutputLine(stream, text, label, match["time"])
+
+
+@dataclass
+class WriterRecord:
+    """One of the processes writing a run in shared mode (``mode="shared"``).
+
+    wandb-core tells the server which writer sent a request by a client id
+    (header ``X-WANDB-CLIENT-ID`` on GraphQL, ``X-WANDB-ASYNC-CLIENT-ID`` on
+    file_stream). Each writer counts its own ``_step`` and console line
+    offsets, so rows and lines are kept per writer as well as in the run;
+    ``config`` and ``summary`` are the last this writer sent.
+    ``label`` is the writer's ``x_label``, learned from its console file's
+    name (``output_<label>.log``), its system metrics (``.../l:<label>``) or
+    its JSON console lines. ``finished`` and ``exit_code`` are set if this
+    writer finished the run (``x_update_finish_state=False`` writers never do).
+    """
+
+    client_id: str
+    label: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    dropped_rows: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    finished: bool = False
+    exit_code: int | None = None
+    # Where each of this writer's console lines is in its run's `output`.
+    _slots: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def lines(self) -> list[OutputLine]:
+        """This writer's console lines, parsed, in order."""
+        labels = [self.label] if self.label else []
+        return [parse_output_line(raw, labels) for raw in self.output]
 
 
 @dataclass
@@ -252,7 +303,8 @@ class RunRecord:
     ``output`` holds the console lines as sent (``lines`` parses them).
     ``sweep`` is the id of the sweep the run belongs to, if any.
     ``artifacts`` are the artifact versions the run created, ``used_artifacts``
-    those it used.
+    those it used. ``writers`` are the processes that wrote it in shared mode,
+    by client id, in the order they came (none for a run of the other modes).
     """
 
     entity: str
@@ -282,6 +334,7 @@ class RunRecord:
     sweep: str | None = None
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     used_artifacts: list[ArtifactRecord] = field(default_factory=list)
+    writers: dict[str, WriterRecord] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -299,10 +352,10 @@ class RunRecord:
     def labels(self) -> list[str]:
         """The labels (``x_label``) of the processes that wrote the run, as far as known.
 
-        Those its console files (``output_<label>.log``) and system metrics
-        (``.../l:<label>``) name.
+        Those of its shared-mode writers, and those its console files
+        (``output_<label>.log``) and system metrics (``.../l:<label>``) name.
         """
-        found: list[str] = []
+        found = [writer.label for writer in self.writers.values() if writer.label]
         for name in self.files:
             if match := _LABELLED_OUTPUT_RE.fullmatch(name):
                 found.append(match["label"])
@@ -316,6 +369,17 @@ class RunRecord:
         # Longest first: a label that starts another label does not take its lines.
         labels = sorted(self.labels, key=len, reverse=True)
         return [parse_output_line(raw, labels) for raw in self.output]
+
+    def writer(self, label: str) -> WriterRecord:
+        """The shared-mode writer with this label.
+
+        Raises:
+            KeyError: No writer, or more than one, has this label.
+        """
+        found = [writer for writer in self.writers.values() if writer.label == label]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} writers labelled {label!r}")
+        return found[0]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -755,7 +819,8 @@ class WandbServer:
                 },
             )
         elif graphql:
-            handler.reply(200, self._graphql(operation, request.get("variables") or {}, key))
+            caller = _Caller(key, handler.headers.get(_CLIENT_ID_HEADER))
+            handler.reply(200, self._graphql(operation, request.get("variables") or {}, caller))
         elif path.startswith("/files/"):
             self._files(handler, path, body, key)
         elif path.startswith(_ARTIFACT_PATH):
@@ -776,7 +841,9 @@ class WandbServer:
         with self._changed:
             record = self._record(entity, project, run_id, key)
             if handler.command == "POST" and name == "file_stream":
-                self._file_stream(record, json.loads(body or b"{}"))
+                client_id = handler.headers.get(_STREAM_CLIENT_ID_HEADER)
+                writer = None if client_id is None else self._writer(record, client_id)
+                self._file_stream(record, json.loads(body or b"{}"), writer)
                 self._changed.notify_all()
                 handler.reply(200, {"exitcode": None, "limits": {}})
                 return
@@ -791,34 +858,88 @@ class WandbServer:
         else:
             handler.reply(200, body=data)
 
-    def _file_stream(self, record: RunRecord, request: dict[str, Any]) -> None:
+    def _file_stream(
+        self, record: RunRecord, request: dict[str, Any], writer: WriterRecord | None
+    ) -> None:
+        """Take one file_stream post; ``writer`` is its sender in shared mode."""
         files = request.get("files") or {}
-        for line in (files.get(_HISTORY_FILE) or {}).get("content") or []:
-            row = json.loads(line)
-            last = record.history[-1].get("_step") if record.history else None
-            step = row.get("_step")
-            if step is not None and last is not None and step <= last:
-                record.dropped_rows += 1
-            else:
-                record.history.append(row)
+        self._take_history(record, writer, (files.get(_HISTORY_FILE) or {}).get("content") or [])
         summary = (files.get(_SUMMARY_FILE) or {}).get("content") or []
         if summary:
-            # Each post carries the whole summary, not a change to it.
-            record.summary = json.loads(summary[-1])
-        record.events.extend(
-            json.loads(line) for line in (files.get(_EVENTS_FILE) or {}).get("content") or []
-        )
+            # Each post carries the writer's whole summary, not a change to it;
+            # the writers of a shared run each have theirs.
+            whole = json.loads(summary[-1])
+            if writer is None:
+                record.summary = whole
+            else:
+                writer.summary = whole
+                record.summary.update(whole)
+        self._take_events(record, writer, (files.get(_EVENTS_FILE) or {}).get("content") or [])
         output = files.get(_OUTPUT_FILE) or {}
         # Console lines are rewritten in place (progress bars): place them by offset.
         for index, line in enumerate(output.get("content") or [], start=output.get("offset", 0)):
-            record.output.extend([""] * (index + 1 - len(record.output)))
-            record.output[index] = line
+            if writer is None:
+                record.output.extend([""] * (index + 1 - len(record.output)))
+                record.output[index] = line
+            else:
+                self._place_writer_line(record, writer, index, line)
         record.uploaded.update(request.get("uploaded") or [])
         if request.get("preempting"):
             record.preempting = True
         if request.get("complete"):
             record.finished = True
             record.exit_code = request.get("exitcode")
+            if writer is not None:
+                writer.finished, writer.exit_code = True, record.exit_code
+
+    @staticmethod
+    def _take_history(record: RunRecord, writer: WriterRecord | None, lines: list[str]) -> None:
+        # A shared-mode writer counts its own steps: each is checked against its own.
+        kept = writer.history if writer is not None else record.history
+        for line in lines:
+            row = json.loads(line)
+            last = kept[-1].get("_step") if kept else None
+            step = row.get("_step")
+            if step is not None and last is not None and step <= last:
+                record.dropped_rows += 1
+                if writer is not None:
+                    writer.dropped_rows += 1
+            else:
+                record.history.append(row)
+                if writer is not None:
+                    writer.history.append(row)
+
+    @staticmethod
+    def _take_events(record: RunRecord, writer: WriterRecord | None, lines: list[str]) -> None:
+        events = [json.loads(line) for line in lines]
+        record.events.extend(events)
+        if writer is None:
+            return
+        writer.events.extend(events)
+        for row in events:
+            labels = [key.rpartition(_METRIC_LABEL)[2] for key in row if _METRIC_LABEL in key]
+            writer.label = writer.label or next(iter(labels), None)
+
+    @staticmethod
+    def _place_writer_line(record: RunRecord, writer: WriterRecord, index: int, line: str) -> None:
+        """Put a shared-mode writer's line at its offset, and in the run after those before it."""
+        while len(writer.output) <= index:
+            # A line the writer has not sent yet gets its place in the run now,
+            # so the run's lines keep each writer's order.
+            writer.output.append("")
+            writer._slots.append(len(record.output))
+            record.output.append("")
+        writer.output[index] = line
+        record.output[writer._slots[index]] = line
+        if writer.label is None and line.startswith("{"):
+            writer.label = parse_output_line(line).label
+
+    def _writer(self, record: RunRecord, client_id: str) -> WriterRecord:
+        """The run's shared-mode writer with this client id, added if new; caller holds the lock."""
+        writer = record.writers.get(client_id)
+        if writer is None:
+            writer = record.writers[client_id] = WriterRecord(client_id)
+        return writer
 
     def _record(
         self, entity: str | None, project: str | None, run_id: str, key: str | None
@@ -872,7 +993,7 @@ class WandbServer:
     }
 
     def _graphql(
-        self, operation: str, variables: dict[str, Any], key: str | None
+        self, operation: str, variables: dict[str, Any], caller: _Caller
     ) -> dict[str, Any]:
         with self._changed:
             self.operations.append(operation)
@@ -881,11 +1002,11 @@ class WandbServer:
                 if operation not in EMPTY_OPERATIONS:
                     self.unknown_operations.append(operation)
                 return {"data": {}}
-            data = getattr(self, resolver)(variables, key)
+            data = getattr(self, resolver)(variables, caller)
             self._changed.notify_all()
         return {"data": data}
 
-    def _viewer(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _viewer(self, _variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         return {
             "viewer": {
                 "id": base64.b64encode(f"User:{self.entity}".encode()).decode(),
@@ -903,22 +1024,28 @@ class WandbServer:
             }
         }
 
-    def _server_features(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _server_features(self, _variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         # None by default: the client uses the plain code paths (no gzip etc.).
         features = [{"name": name, "isEnabled": True} for name in sorted(self._features)]
         return {"serverInfo": {"features": features}}
 
-    def _server_info(self, _variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _server_info(self, _variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         return {"serverInfo": {"cliVersionInfo": {}, "latestLocalVersionInfo": None}}
 
-    def _upsert_bucket(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def _upsert_bucket(self, variables: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         run_id = variables.get("name") or secrets.token_hex(4)
         entity, project = variables.get("entity"), variables.get("project")
         inserted = self._find(entity, project, run_id) is None
-        record = self._record(entity, project, run_id, key)
+        record = self._record(entity, project, run_id, caller.key)
         record.upserts += 1
-        if record.finished:
-            # A finished run upserted again is being resumed: it runs again.
+        writer = None
+        joining = caller.client_id is not None and caller.client_id not in record.writers
+        if caller.client_id is not None:
+            writer = self._writer(record, caller.client_id)
+        if record.finished and (writer is None or joining):
+            # A finished run upserted again is being resumed, or joined by a
+            # new writer in shared mode: it runs again. (The later upserts of
+            # a shared run's writers, after another writer finished it, do not.)
             record.finished, record.exit_code = False, None
         # An upsert changes only the fields it names.
         if variables.get("displayName") is not None:
@@ -932,9 +1059,7 @@ class WandbServer:
         if variables.get("tags") is not None:
             record.tags = list(variables["tags"])
         if variables.get("config") is not None:
-            stored = json.loads(variables["config"])
-            record.wandb_config = (stored.pop("_wandb", None) or {}).get("value") or {}
-            record.config = {k: v.get("value") for k, v in stored.items()}
+            self._take_config(record, writer, json.loads(variables["config"]))
         if variables.get("summaryMetrics") is not None:
             record.summary.update(json.loads(variables["summaryMetrics"]))
         if variables.get("sweep"):
@@ -963,6 +1088,26 @@ class WandbServer:
         }
 
     @staticmethod
+    def _take_config(
+        record: RunRecord, writer: WriterRecord | None, stored: dict[str, Any]
+    ) -> None:
+        wandb_config = (stored.pop("_wandb", None) or {}).get("value") or {}
+        config = {k: v.get("value") for k, v in stored.items()}
+        if writer is None:
+            record.wandb_config, record.config = wandb_config, config
+            return
+        # Each writer of a shared run sends only the config it knows (only the
+        # primary's has its environment, `_wandb.e`, keyed by writer id: made
+        # to be merged). The server merges them, so that no writer wipes out
+        # another's keys; whether W&B does is not known here.
+        writer.config = config
+        environments = {**record.wandb_config.get("e", {}), **wandb_config.get("e", {})}
+        record.wandb_config.update(wandb_config)
+        if environments:
+            record.wandb_config["e"] = environments
+        record.config.update(config)
+
+    @staticmethod
     def _stored_config(record: RunRecord) -> dict[str, Any]:
         """The config as W&B stores it: ``{key: {"value": v}}``, ``_wandb`` included."""
         stored = {k: {"value": v} for k, v in record.config.items()}
@@ -970,13 +1115,13 @@ class WandbServer:
             stored["_wandb"] = {"value": record.wandb_config}
         return stored
 
-    def _run_resume_status(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def _run_resume_status(self, variables: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         entity = variables.get("entity") or self.entity
         project = variables.get("project") or DEFAULT_PROJECT
         record = self._find(entity, project, variables.get("name") or "")
         bucket = None
         if record is not None:
-            record.api_keys.update([key] if key else [])
+            record.api_keys.update([caller.key] if caller.key else [])
             bucket = {
                 "id": record.storage_id,
                 "name": record.run_id,
@@ -1012,10 +1157,16 @@ class WandbServer:
             }
         }
 
-    def _create_run_files(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def _create_run_files(self, variables: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         record = self._record(
-            variables.get("entity"), variables.get("project"), variables["run"], key
+            variables.get("entity"), variables.get("project"), variables["run"], caller.key
         )
+        if caller.client_id is not None:
+            writer = self._writer(record, caller.client_id)
+            for name in variables.get("files") or []:
+                writer.files.append(name)
+                if writer.label is None and (match := _LABELLED_OUTPUT_RE.fullmatch(name)):
+                    writer.label = match["label"]
         prefix = "/".join(
             quote(part, safe="") for part in (record.entity, record.project, record.run_id)
         )
@@ -1031,26 +1182,26 @@ class WandbServer:
         }
 
     def _mark_run_files_uploaded(
-        self, variables: dict[str, Any], key: str | None
+        self, variables: dict[str, Any], caller: _Caller
     ) -> dict[str, Any]:
         record = self._record(
-            variables.get("entity"), variables.get("project"), variables["run"], key
+            variables.get("entity"), variables.get("project"), variables["run"], caller.key
         )
         record.uploaded.update(variables.get("files") or [])
         return {"markRunFilesUploaded": {"success": True}}
 
-    def _run_stopped_status(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _run_stopped_status(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         record = self._find(
             variables.get("entityName"), variables.get("projectName"), variables.get("runId") or ""
         )
         return {"project": {"run": None if record is None else {"stopped": False}}}
 
-    def _public_run(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _public_run(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """The public API's ``Run`` query (``wandb.Api().run(path)``)."""
         record = self._find(variables.get("entity"), variables.get("project"), variables["name"])
         return {"project": {"run": None if record is None else self._run_node(record)}}
 
-    def _public_runs(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _public_runs(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """The public API's ``Runs`` query (``api.runs(path, filters)``, a sweep's runs).
 
         Filters as :func:`_runs_filter` reads them; runs in the order they were
@@ -1116,7 +1267,7 @@ class WandbServer:
 
     # -- artifacts ----------------------------------------------------------
 
-    def _artifact_type(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _artifact_type(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """Asked before a run logs an artifact: the type of the collection's ``name:alias``."""
         artifact = self._find_artifact(variables)
         found = None if artifact is None else {"artifactType": {"name": artifact.type}}
@@ -1135,7 +1286,7 @@ class WandbServer:
         ]
         return found[-1] if found else None
 
-    def _artifact_membership(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _artifact_membership(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """The public API's look-up of ``name:version`` (``run.use_artifact``, ``api.artifact``)."""
         artifact = self._find_artifact(variables)
         if artifact is None or not artifact.committed:
@@ -1152,7 +1303,7 @@ class WandbServer:
         }
         return {"project": {"artifactCollectionMembership": membership}}
 
-    def _artifact_by_id(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _artifact_by_id(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """Asked by ``Artifact.wait()`` once the artifact is saved."""
         artifact = self._artifacts.get(variables.get("id") or "")
         return {"artifact": None if artifact is None else self._artifact_node(artifact)}
@@ -1203,7 +1354,7 @@ class WandbServer:
         }
 
     def _fetch_artifact_manifest(
-        self, variables: dict[str, Any], _key: str | None
+        self, variables: dict[str, Any], _caller: _Caller
     ) -> dict[str, Any]:
         artifact = self._artifacts.get(variables.get("id") or "")
         if artifact is None:
@@ -1211,7 +1362,7 @@ class WandbServer:
         url = f"{self.url}{self._artifact_url(artifact)}/manifest"
         return {"artifact": {"currentManifest": {"file": {"directUrl": url}}}}
 
-    def _artifact_file_urls(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _artifact_file_urls(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """Where to download the files of ``collection:alias`` (``Artifact.download``), one page."""
         name = f"{variables.get('collection')}:{variables.get('alias')}"
         artifact = self._find_artifact({**variables, "name": name})
@@ -1233,7 +1384,7 @@ class WandbServer:
             }
         }
 
-    def _create_artifact(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def _create_artifact(self, variables: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         spec = variables["input"]
         entity = spec.get("entityName") or self.entity
         project = spec.get("projectName") or DEFAULT_PROJECT
@@ -1271,7 +1422,9 @@ class WandbServer:
             # W&B's latest version of a collection is always "latest".
             self._give_aliases(artifact, siblings, ["latest", *aliases])
             if artifact.run_id is not None:
-                self._record(entity, project, artifact.run_id, key).artifacts.append(artifact)
+                self._record(entity, project, artifact.run_id, caller.key).artifacts.append(
+                    artifact
+                )
         base = None if latest is None or latest is artifact else {"id": latest.id}
         return {
             "createArtifact": {
@@ -1296,7 +1449,7 @@ class WandbServer:
                 artifact.aliases.append(alias)
 
     def _create_artifact_manifest(
-        self, variables: dict[str, Any], _key: str | None
+        self, variables: dict[str, Any], _caller: _Caller
     ) -> dict[str, Any]:
         artifact = self._artifacts[variables["artifactID"]]
         manifest_id = _gql_id("ArtifactManifest", artifact.id)
@@ -1304,7 +1457,7 @@ class WandbServer:
         return {"createArtifactManifest": {"artifactManifest": self._manifest_answer(artifact)}}
 
     def _update_artifact_manifest(
-        self, variables: dict[str, Any], _key: str | None
+        self, variables: dict[str, Any], _caller: _Caller
     ) -> dict[str, Any]:
         artifact = self._manifests[variables["artifactManifestID"]]
         return {"updateArtifactManifest": {"artifactManifest": self._manifest_answer(artifact)}}
@@ -1323,7 +1476,7 @@ class WandbServer:
     def _artifact_url(artifact: ArtifactRecord) -> str:
         return _ARTIFACT_PATH + quote(artifact.id, safe="")
 
-    def _create_artifact_files(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _create_artifact_files(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         # wandb-core 0.31 sends {"input": {"artifactFiles": ...}}; older ones the files alone.
         specs = variables.get("input", variables).get("artifactFiles") or []
         edges = []
@@ -1345,16 +1498,18 @@ class WandbServer:
             )
         return {"createArtifactFiles": {"files": {"edges": edges}}}
 
-    def _commit_artifact(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _commit_artifact(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         artifact = self._artifacts[variables["artifactID"]]
         artifact.state = "COMMITTED"
         return {"commitArtifact": {"artifact": {"id": artifact.id, "digest": artifact.digest}}}
 
-    def _use_artifact(self, variables: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def _use_artifact(self, variables: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         # wandb-core sends {"input": {...}}; the public API (run.use_artifact) the fields.
         spec = variables.get("input", variables)
         artifact = self._artifacts[spec["artifactID"]]
-        record = self._record(spec.get("entityName"), spec.get("projectName"), spec["runName"], key)
+        record = self._record(
+            spec.get("entityName"), spec.get("projectName"), spec["runName"], caller.key
+        )
         if artifact not in record.used_artifacts:
             record.used_artifacts.append(artifact)
             artifact.used_by.append(record.run_id)
@@ -1399,7 +1554,7 @@ class WandbServer:
 
     # -- sweeps ---------------------------------------------------------------
 
-    def _upsert_sweep(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _upsert_sweep(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """Create a sweep (no ``id``) or change one (its GraphQL ``id``, e.g. its state)."""
         sweep_gql_id = variables.get("id")
         if sweep_gql_id is None:
@@ -1465,7 +1620,7 @@ class WandbServer:
         if sweep is not None and record.run_id not in sweep.run_ids:
             sweep.run_ids.append(record.run_id)
 
-    def _get_sweep(self, variables: dict[str, Any], _key: str | None) -> dict[str, Any]:
+    def _get_sweep(self, variables: dict[str, Any], _caller: _Caller) -> dict[str, Any]:
         """The queries of a sweep by name (public API, ``wandb sweep --stop``, agents)."""
         sweep = self._sweeps.get(variables.get("name") or variables.get("sweep") or "")
         entity = variables.get("entity") or self.entity
