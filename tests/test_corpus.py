@@ -440,10 +440,23 @@ def test_script_exits_cleanly(outcomes: dict[str, Outcome], script: Script) -> N
     assert wait_no_processes() == []
 
 
+def tracebacks(said: str) -> list[str]:
+    """The tracebacks printed, except Ray's own as it stops a trial's actor.
+
+    Ray's SIGTERM handler raises SystemExit in whatever the actor runs when Tune stops
+    it; inside a garbage-collection callback Python prints "Exception ignored in:
+    <function WeakSet.__init__.<locals>._remove ...>", a traceback through Ray's
+    ``sigterm_handler`` and "SystemExit: 1". It comes and goes with timing, for any
+    trial (seen in other suites' trials too), and is neither the script's nor ours.
+    """
+    blocks = said.split("Traceback (most recent call last):")[1:]
+    return [b[:2000] for b in blocks if "in sigterm_handler" not in b.split("Traceback")[0]]
+
+
 @pytest.mark.parametrize("script", script_cases("terminal"))
 def test_terminal_says_only_what_is_true(outcomes: dict[str, Outcome], script: Script) -> None:
     said = outcomes[script.name].stdout + outcomes[script.name].stderr
-    assert "Traceback" not in said
+    assert tracebacks(said) == []
     # Every corpus script names its project.
     assert "no W&B project given" not in said
     # Ray's warning for a probe of the trial context outside a function trainable.
