@@ -1,0 +1,1 @@
+"""Public example scripts, run by tests/test_corpus.py (a package so its conftest is its own)."""
