@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from offline_runs import Piece, tune_rows, write_offline_runs
 from test_workers import make_setup
 from wandb_server import WandbServer
 
@@ -42,6 +43,23 @@ def tune_wandb_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def online_env(server: WandbServer, tmp_path: Path) -> dict[str, str]:
+    return {**server.env(), "WANDB_CONFIG_DIR": str(tmp_path / "config")}
+
+
+@pytest.mark.slow
+def test_ls_and_sync_take_a_path_relative_to_the_working_directory(
+    tmp_path: Path, wandb_server: WandbServer
+) -> None:
+    rows = tune_rows(range(1, 4), loss=lambda step: 1 / step)
+    write_offline_runs([Piece(tmp_path / "experiment" / "trial_a", "run-a", rows)])
+
+    assert "trial_a" in tune_wandb_cli("ls", "experiment", cwd=tmp_path)
+    report = tune_wandb_cli("sync", "experiment", cwd=tmp_path, env=online_env(wandb_server, tmp_path))
+    assert "Uploaded 1 run(s), 0 failed" in report
+    assert [row["loss"] for row in wandb_server.run("run-a").history] == [1, 0.5, 1 / 3]
 
 
 @pytest.mark.slow

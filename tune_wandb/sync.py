@@ -191,7 +191,9 @@ def wandb_sync(
         >>> wandb_sync(["/nonexistent/run-dir"], timeout=60)  # doctest: +SKIP
         0
     """
-    command = [sys.executable, "-m", "wandb", "sync", "--include-online", *pieces]
+    # Absolute: wandb's CLI runs in a directory of its own (below).
+    paths = [os.path.abspath(piece) for piece in pieces]
+    command = [sys.executable, "-m", "wandb", "sync", "--include-online", *paths]
     env = dict(os.environ if env is None else env)
     env.setdefault("WANDB_SILENT", "false")
     # wandb's CLI writes its debug logs into ./wandb/: not into the user's directory.
