@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 from offline_runs import Piece, tune_rows, write_offline_runs
 from test_workers import make_setup
-from wandb_server import WandbServer
+from wandb_server import WandbServer, make_api_key
 
+from tune_wandb import sync
 from tune_wandb._pool import WorkerPool
 from tune_wandb._protocol import LogRow
 
@@ -31,18 +33,34 @@ def write_piece(trial_dir: Path, run_id: str, rows: range) -> None:
         pool.close()
 
 
-def tune_wandb_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "tune_wandb", *args],
         env={**os.environ, **(env or {})},
         cwd=cwd,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+def tune_wandb_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = run_cli(*args, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def write_two_runs(experiment: Path) -> None:
+    write_offline_runs(
+        [
+            Piece(experiment / "trial_a", "run-a", tune_rows(range(1, 3), loss=0.5)),
+            Piece(experiment / "trial_b", "run-b", tune_rows(range(1, 3), loss=0.25)),
+        ]
+    )
 
 
 def online_env(server: WandbServer, tmp_path: Path) -> dict[str, str]:
@@ -57,7 +75,9 @@ def test_ls_and_sync_take_a_path_relative_to_the_working_directory(
     write_offline_runs([Piece(tmp_path / "experiment" / "trial_a", "run-a", rows)])
 
     assert "trial_a" in tune_wandb_cli("ls", "experiment", cwd=tmp_path)
-    report = tune_wandb_cli("sync", "experiment", cwd=tmp_path, env=online_env(wandb_server, tmp_path))
+    report = tune_wandb_cli(
+        "sync", "experiment", cwd=tmp_path, env=online_env(wandb_server, tmp_path)
+    )
     assert "Uploaded 1 run(s), 0 failed" in report
     assert [row["loss"] for row in wandb_server.run("run-a").history] == [1, 0.5, 1 / 3]
 
@@ -112,3 +132,61 @@ def test_console_script_and_usage_errors(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
     assert "No W&B runs" in tune_wandb_cli("ls", str(tmp_path), cwd=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["no key", "refused key", "no server"])
+def test_sync_checks_key_and_server_once_before_any_upload(
+    problem: str, tmp_path: Path, wandb_server: WandbServer
+) -> None:
+    write_two_runs(tmp_path / "experiment")
+    # HOME: no ~/.netrc of `wandb login` to fall back on.
+    env = {**online_env(wandb_server, tmp_path), "HOME": str(tmp_path / "home")}
+    if problem == "no key":
+        env.pop("WANDB_API_KEY")
+        expected = "No W&B API key: run `wandb login` (or set WANDB_API_KEY)"
+    elif problem == "refused key":
+        wandb_server.require_key = wandb_server.api_key
+        env["WANDB_API_KEY"] = make_api_key()
+        expected = "W&B at 127.0.0.1 refused the API key from WANDB_API_KEY (HTTP 401"
+    else:
+        wandb_server.refuse = True
+        expected = "Could not reach W&B at 127.0.0.1 within 10 s"
+
+    proc = run_cli("sync", "experiment", cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    assert proc.stdout.count(expected) == 1, proc.stdout + proc.stderr
+    assert "then run this command again. Nothing was uploaded." in proc.stdout
+    assert "[1/2]" not in proc.stdout  # no run was tried
+    wandb_server.refuse = False
+    assert wandb_server.runs() == []
+
+
+@pytest.mark.slow
+def test_sync_stops_a_run_that_does_not_upload_in_time_and_tries_the_next(
+    tmp_path: Path, wandb_server: WandbServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment = tmp_path / "experiment"
+    write_two_runs(experiment)
+    for name, value in online_env(wandb_server, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    wandb_server.hang = True
+
+    out = io.StringIO()
+    assert sync.sync(experiment, out=out, key_check_timeout=1) == 2
+    assert "Could not reach W&B at 127.0.0.1 within 1 s (timed out)" in out.getvalue()
+
+    out = io.StringIO()
+    assert sync.sync(experiment, out=out, timeout=3, key_check_timeout=0) == 2
+    report = out.getvalue()
+    assert "[1/2] trial_a (run run-a, 1 piece): FAILED (not uploaded within 3 s, stopped)" in report
+    assert "[2/2] trial_b (run run-b, 1 piece): FAILED (not uploaded within 3 s, stopped)" in report
+    assert "Uploaded 0 run(s), 2 failed, 0 skipped." in report
+    assert "Upload the failed run(s) with the same command, " in report
+    assert "Give each run more time with --timeout SECONDS." in report
+
+    # The advice holds: once W&B answers, the same call uploads both.
+    wandb_server.hang = False
+    out = io.StringIO()
+    assert sync.sync(experiment, out=out) == 0, out.getvalue()
+    assert all(run.uploaded for run in sync.find_local_runs(experiment))

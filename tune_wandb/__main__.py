@@ -35,6 +35,13 @@ def _main(argv: list[str] | None) -> int:
         "sync", help="upload the runs of a Tune experiment directory that are not uploaded yet"
     )
     sync.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop a run's upload after this long and go on with the next (default: 600)",
+    )
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command == "demo":
         from tune_wandb.demo import main as demo_main
@@ -60,7 +67,7 @@ def _main(argv: list[str] | None) -> int:
             return 0
         print(local_runs.format_table(runs, shutil.get_terminal_size().columns))
         return 0
-    return 1 if local_runs.sync(experiment) else 0
+    return 1 if local_runs.sync(experiment, timeout=args.timeout) else 0
 
 
 if __name__ == "__main__":
