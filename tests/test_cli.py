@@ -10,27 +10,11 @@ from pathlib import Path
 
 import pytest
 from offline_runs import Piece, tune_rows, write_offline_runs
-from test_workers import make_setup
 from wandb_server import WandbServer, make_api_key
 
 from tune_wandb import sync
-from tune_wandb._pool import WorkerPool
-from tune_wandb._protocol import LogRow
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
-
-
-def write_piece(trial_dir: Path, run_id: str, rows: range) -> None:
-    """One piece of an offline run, as a worker writes it (a second one resumes)."""
-    pool = WorkerPool()
-    try:
-        handle = pool.spawn(run_id, run_id, make_setup(trial_dir, run_id))
-        for i in rows:
-            handle.put(LogRow(i, {"training_iteration": i, "loss": 1 / i}))
-        handle.finish(0)
-        assert pool.wait([handle], timeout=60) == []
-    finally:
-        pool.close()
 
 
 def run_cli(
@@ -88,17 +72,23 @@ def test_ls_and_sync_upload_each_run_once_pieces_in_order(
 ) -> None:
     experiment = tmp_path / "experiment"
     # Trial a's run was resumed (two pieces); trial b's has one.
-    write_piece(experiment / "trial_a", "run-a", range(1, 6))
-    write_piece(experiment / "trial_a", "run-a", range(6, 11))
-    write_piece(experiment / "trial_b", "run-b", range(1, 4))
+    write_offline_runs(
+        [
+            Piece(experiment / "trial_a", "run-a", tune_rows(range(1, 6), loss=lambda i: 1 / i)),
+            Piece(
+                experiment / "trial_a",
+                "run-a",
+                tune_rows(range(6, 11), loss=lambda i: 1 / i),
+                suffix="part2",
+            ),
+            Piece(experiment / "trial_b", "run-b", tune_rows(range(1, 4), loss=lambda i: 1 / i)),
+        ]
+    )
 
-    listing = tune_wandb_cli("ls", str(experiment), cwd=tmp_path, env={"COLUMNS": "200"})
-    lines = listing.splitlines()
-    assert lines[0].split()[:4] == ["trial", "run", "id", "rows"]
-    row_a = next(line for line in lines if line.startswith("trial_a"))
-    assert row_a.split()[:5] == ["trial_a", "run-a", "10", "no", "(offline)"]
-    assert "loss=0.1" in row_a and "training_iteration=10" in row_a
-    assert next(line for line in lines if line.startswith("trial_b")).split()[2] == "3"
+    lines = tune_wandb_cli("ls", str(experiment), cwd=tmp_path).splitlines()
+    assert lines[0].split() == ["trial", "run", "id", "rows", "uploaded", "loss"]
+    assert lines[1].split() == ["trial_a", "run-a", "10", "no", "0.1"]
+    assert lines[2].split() == ["trial_b", "run-b", "3", "no", "0.3333"]
 
     online = {**wandb_server.env(), "WANDB_CONFIG_DIR": str(tmp_path / "config")}
     report = tune_wandb_cli("sync", str(experiment), cwd=tmp_path, env=online)
@@ -114,7 +104,7 @@ def test_ls_and_sync_upload_each_run_once_pieces_in_order(
     again = tune_wandb_cli("sync", str(experiment), cwd=tmp_path, env=online)
     assert "0 to upload, 2 already uploaded" in again
     assert len(wandb_server.run("run-a").history) == 10
-    assert "yes" in tune_wandb_cli("ls", str(experiment), cwd=tmp_path).splitlines()[1].split()
+    assert tune_wandb_cli("ls", str(experiment), cwd=tmp_path).splitlines()[1].split()[3] == "yes"
     # Nothing of wandb's (its CLI's ./wandb/ logs) in the user's directory.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment"]
 

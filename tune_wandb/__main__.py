@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +30,21 @@ def _main(argv: list[str] | None) -> int:
     commands.add_parser(
         "demo", help="run a small sweep logged offline into ./tune-wandb-demo/", add_help=False
     )
-    ls = commands.add_parser("ls", help="list the W&B runs of a Tune experiment directory")
+    ls = commands.add_parser(
+        "ls",
+        help="list the W&B runs of a Tune experiment directory",
+        description="List the W&B runs of a Tune experiment directory: trial, run id, rows, "
+        "uploaded or not, and the last value of each of your metrics.",
+    )
     ls.add_argument("experiment_dir", metavar="EXPERIMENT_DIR")
+    ls.add_argument(
+        "--all",
+        action="store_true",
+        help="also show the metrics Tune adds to every result (training_iteration, ...)",
+    )
+    ls.add_argument(
+        "--json", action="store_true", help="print every run and metric as JSON, for programs"
+    )
     sync = commands.add_parser(
         "sync", help="upload the runs of a Tune experiment directory that are not uploaded yet"
     )
@@ -52,8 +66,6 @@ def _main(argv: list[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from pathlib import Path
-
     from tune_wandb import sync as local_runs
 
     experiment = Path(args.experiment_dir)
@@ -61,13 +73,24 @@ def _main(argv: list[str] | None) -> int:
         print(f"tune-wandb: {experiment} is not a directory", file=sys.stderr)
         return 2
     if args.command == "ls":
-        runs = local_runs.find_local_runs(experiment)
-        if not runs:
-            print(f"No W&B runs under {experiment}.")
-            return 0
-        print(local_runs.format_table(runs, shutil.get_terminal_size().columns))
-        return 0
+        return _ls(experiment, args.all, args.json)
     return 1 if local_runs.sync(experiment, timeout=args.timeout) else 0
+
+
+def _ls(experiment: Path, tune_metrics: bool, as_json: bool) -> int:
+    from tune_wandb import _listing
+    from tune_wandb.sync import find_local_runs
+
+    listings = _listing.read(find_local_runs(experiment))
+    if as_json:
+        print(_listing.to_json(listings))
+    elif not listings:
+        print(f"No W&B runs under {experiment}.")
+    else:
+        # A terminal's width; a pipe or a file gets every column, uncut.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print(_listing.table(listings, width, tune_metrics))
+    return 0
 
 
 if __name__ == "__main__":

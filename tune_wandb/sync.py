@@ -1,7 +1,7 @@
 """The W&B runs of a Tune experiment on disk: list them, upload what is not uploaded.
 
-``python -m tune_wandb ls EXPERIMENT_DIR`` prints a table of the runs found
-under a Tune experiment directory (each trial's ``wandb/`` directory);
+``python -m tune_wandb ls EXPERIMENT_DIR`` lists the runs found under a Tune
+experiment directory (each trial's ``wandb/`` directory; see ``_listing``);
 ``python -m tune_wandb sync EXPERIMENT_DIR`` uploads every run that is not
 uploaded yet through wandb's own ``wandb sync``, the pieces of a resumed run
 together and in order, and says what it did. A run counts as uploaded when
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,8 +56,9 @@ class LocalRun:
 
     @property
     def uploaded(self) -> bool:
-        """Whether every piece is marked synced."""
-        return all(Path(f"{f}.synced").exists() for f in self.run_files)
+        """Whether every piece is marked synced (and there is one)."""
+        files = self.run_files
+        return bool(files) and all(Path(f"{f}.synced").exists() for f in files)
 
     def history(self) -> tuple[int, dict[str, Any]]:
         """``(rows, last value of each metric)``, read from the run files."""
@@ -114,32 +114,6 @@ def find_local_runs(experiment_dir: str | Path) -> list[LocalRun]:
 def _piece_order(piece: Path) -> tuple[int, str]:
     part = _PART.search(piece.name)
     return (int(part.group(1)) if part else 1, piece.name)
-
-
-def format_table(runs: Iterable[LocalRun], width: int = 120) -> str:
-    """The ``ls`` table: trial, run id, rows, uploaded, last value of each metric."""
-    header = ("trial", "run id", "rows", "uploaded", "last values")
-    lines = []
-    for run in runs:
-        rows, last = run.history()
-        values = ", ".join(f"{k}={_short(v)}" for k, v in sorted(last.items()))
-        uploaded = "yes" if run.uploaded else ("no (offline)" if run.offline else "no")
-        lines.append((run.trial_dir.name, run.run_id, str(rows), uploaded, values))
-    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header[:4])]
-    out = []
-    for line in [header, *lines]:
-        fixed = "  ".join(cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True))
-        room = max(10, width - len(fixed) - 2)
-        tail = line[4] if len(line[4]) <= room else line[4][: room - 3] + "..."
-        out.append(f"{fixed}  {tail}".rstrip())
-    return "\n".join(out)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}"
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 24 else text[:21] + "..."
 
 
 #: Seconds the W&B server has to answer the key check before any upload.
