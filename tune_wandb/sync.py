@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import subprocess
@@ -109,6 +110,64 @@ def find_local_runs(experiment_dir: str | Path) -> list[LocalRun]:
     for run in runs.values():
         run.pieces.sort(key=_piece_order)
     return sorted(runs.values(), key=lambda r: (str(r.trial_dir), r.run_id))
+
+
+#: The experiment's own wandb directory: links to each trial's run
+#: directories, so that W&B's tools that browse one wandb directory
+#: (``wandb leet DIR``) see the whole experiment.
+LINKS_DIR = "wandb"
+
+
+def link_runs(experiment_dir: str | Path | None) -> Path | None:
+    """Link every run directory of the experiment into ``<experiment_dir>/wandb/``.
+
+    Each trial writes its runs into a ``wandb/`` directory of its own, and
+    ``wandb leet DIR`` browses a single one: with a link per run directory
+    (each piece of a resumed run), ``wandb leet <experiment_dir>/wandb``
+    browses them all. Links are relative, so they survive the experiment being
+    moved or copied whole; a link whose run is gone is removed; ``ls`` and
+    ``sync`` skip links. Never raises: returns the directory, or None when
+    there is no run or no link could be made (said in one warning).
+
+    Example:
+        >>> link_runs("/nonexistent") is None
+        True
+    """
+    if experiment_dir is None:
+        return None
+    root = Path(experiment_dir)
+    pieces = [piece for run in find_local_runs(root) for piece in run.pieces]
+    if not pieces:
+        return None
+    links = root / LINKS_DIR
+    try:
+        links.mkdir(exist_ok=True)
+        for piece in pieces:
+            if piece.parent != links:  # else a run wandb wrote here itself
+                _link(links / piece.name, os.path.relpath(piece, links))
+        for entry in links.iterdir():
+            if entry.is_symlink() and not entry.exists() and _RUN_DIR.fullmatch(entry.name):
+                entry.unlink()  # its run was deleted
+    except OSError as error:
+        logging.getLogger("tune_wandb").warning(
+            "tune-wandb: could not link the experiment's W&B runs into %s for `wandb leet` "
+            "(%s); each trial's wandb/ directory still holds its runs.",
+            links,
+            error,
+        )
+        return None
+    return links
+
+
+def _link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target``; a real directory of that name is left alone."""
+    if link.is_symlink():
+        if os.readlink(link) == target:
+            return
+        link.unlink()
+    elif link.exists():
+        return
+    link.symlink_to(target, target_is_directory=True)
 
 
 def _piece_order(piece: Path) -> tuple[int, str]:
