@@ -124,6 +124,37 @@ def test_console_script_and_usage_errors(tmp_path: Path) -> None:
     assert "No W&B runs" in tune_wandb_cli("ls", str(tmp_path), cwd=tmp_path)
 
 
+def test_usage_names_the_program_as_it_was_run_and_help_is_plain_text(tmp_path: Path) -> None:
+    script = str(Path(sys.executable).parent / "tune-wandb")
+    module = [sys.executable, "-m", "tune_wandb"]
+    for command, program in [([script], "tune-wandb"), (module, "python -m tune_wandb")]:
+        usage = subprocess.run(
+            [*command, "demo", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        assert usage.startswith(f"usage: {program} demo ")
+        # Plain text: no reST markup; every option says what it does.
+        assert "``" not in usage
+        assert "--epochs EPOCHS  epochs each trial trains for" in usage
+        top = subprocess.run([*command, "--help"], capture_output=True, text=True, check=True)
+        assert top.stdout.startswith(f"usage: {program} ")
+
+
+def test_version_names_the_versions_that_matter_in_a_bug_report(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    printed = tune_wandb_cli("--version", cwd=tmp_path).strip()
+    assert printed == (
+        f"tune-wandb {version('tune-wandb')} (Ray {version('ray')}, wandb {version('wandb')})"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "soon", "inf", "nan"])
+def test_sync_timeout_must_be_seconds_above_zero(timeout: str, tmp_path: Path) -> None:
+    proc = run_cli("sync", "--timeout", timeout, str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"--timeout: must be a number of seconds above 0, not {timeout!r}" in proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("problem", ["no key", "refused key", "no server"])
 def test_sync_checks_key_and_server_once_before_any_upload(
