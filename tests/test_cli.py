@@ -211,3 +211,20 @@ def test_sync_stops_a_run_that_does_not_upload_in_time_and_tries_the_next(
     out = io.StringIO()
     assert sync.sync(experiment, out=out) == 0, out.getvalue()
     assert all(run.uploaded for run in sync.find_local_runs(experiment))
+
+
+def test_sync_names_trials_as_tune_does(tmp_path: Path) -> None:
+    trial_dir = tmp_path / "train_linear_1f2e3_00000_0_batch_size=32,lr=0.0010_2026-01-02_03-04-05"
+    piece = trial_dir / "wandb" / "offline-run-20260102_030405-1f2e3_00000-4b6cbc"
+    piece.mkdir(parents=True)
+    (piece / "run-1f2e3_00000-4b6cbc.wandb").touch()
+    tried: list[list[str]] = []
+
+    out = io.StringIO()
+    failed = sync.sync(
+        tmp_path, out=out, run_command=lambda p: tried.append(p) or 1, key_check_timeout=0
+    )
+    assert failed == 1
+    assert tried == [[str(piece)]]
+    prefix = "[1/1] train_linear_1f2e3_00000 (run 1f2e3_00000-4b6cbc, 1 piece)"
+    assert f"{prefix}: FAILED (wandb sync exit code 1)" in out.getvalue().splitlines()

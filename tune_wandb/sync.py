@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tune_wandb import _commands, _credentials, _runfile, _settings
+from tune_wandb import _commands, _credentials, _listing, _runfile, _settings
 
 #: A run directory's name: ``[offline-]run-<time>-<id>[-partN]``.
 _RUN_DIR = re.compile(r"(?P<offline>offline-)?run-(?P<time>\d{8}_\d{6})-(?P<rest>.+)")
@@ -232,7 +232,8 @@ def sync(
     timed_out = False
     for number, run in enumerate(todo, 1):
         pieces = f"{len(run.pieces)} pieces" if len(run.pieces) > 1 else "1 piece"
-        prefix = f"[{number}/{len(todo)}] {run.trial_dir.name} (run {run.run_id}, {pieces})"
+        trial = _listing.trial_name(run.trial_dir.name)
+        prefix = f"[{number}/{len(todo)}] {trial} (run {run.run_id}, {pieces})"
         print(f"{prefix}: uploading...", file=out, flush=True)
         code = run_command([str(p) for p in run.pieces])
         if code == 0 and run.uploaded:
