@@ -84,7 +84,9 @@ def test_unguarded_script_runs_once(tmp_path: Path, how: str) -> None:
     table = proc.stderr[proc.stderr.index("tune-wandb: 4 W&B runs") :].splitlines()
     assert table[1].split() == ["trial", "run", "id", "rows", "status"]
     assert all(line.split()[2:4] == ["200", "finished,"] for line in table[2:6])
-    assert table[7] == f"  python -m tune_wandb sync {storage / 'script'}"
+    # The interpreter that ran the script (or its tune-wandb script on PATH).
+    programs = ("tune-wandb", f"{sys.executable} -m tune_wandb")
+    assert table[7] in [f"  {program} sync {storage / 'script'}" for program in programs]
     for run in runs.values():
         assert run.column("training_iteration") == list(range(1, 201))
         assert run.exit_code == 0

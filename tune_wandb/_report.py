@@ -9,7 +9,10 @@ does for its own logger; a program that configured logging keeps full control.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+
+from tune_wandb import _commands
 
 logger = logging.getLogger("tune_wandb")
 
@@ -65,16 +68,22 @@ def status_of(line: RunLine) -> str:
 
 
 def summary(lines: list[RunLine], experiment_dir: str | None) -> str:
-    """The end-of-experiment table, and the one command that uploads what is left.
+    """The end-of-experiment table, by trial, and the one command that uploads what is left.
+
+    The command names the interpreter that runs the experiment (or its
+    ``tune-wandb`` script), so it works as printed.
 
     Example:
-        >>> print(summary([RunLine("trial_1", "ab_00000-1f2e3d", 20, 0, True, True)], "/exp"))
-        tune-wandb: 1 W&B run
-        trial    run id           rows  status
-        trial_1  ab_00000-1f2e3d  20    finished, saved locally, not uploaded
+        >>> lines = [RunLine(f"trial_{i}", f"ab_{i:05}-1f2e3d", 20, 0, True, True) for i in (10, 9)]
+        >>> print(summary(lines, "/exp"))  # doctest: +ELLIPSIS
+        tune-wandb: 2 W&B runs
+        trial     run id           rows  status
+        trial_9   ab_00009-1f2e3d  20    finished, saved locally, not uploaded
+        trial_10  ab_00010-1f2e3d  20    finished, saved locally, not uploaded
         Upload every run of this experiment that is not uploaded yet with:
-          python -m tune_wandb sync /exp
+          ... sync /exp
     """
+    lines = sorted(lines, key=lambda line: (_natural(line.trial), _natural(line.run_id)))
     shown = lines[:_MAX_TABLE_ROWS]
     header = ("trial", "run id", "rows", "status")
     cells = [(s.trial, s.run_id, str(s.rows), status_of(s)) for s in shown]
@@ -89,5 +98,13 @@ def summary(lines: list[RunLine], experiment_dir: str | None) -> str:
         out.append(f"... and {len(lines) - len(shown)} more")
     if experiment_dir and any(s.offline or not s.finished for s in lines):
         out.append("Upload every run of this experiment that is not uploaded yet with:")
-        out.append(f"  python -m tune_wandb sync {experiment_dir}")
+        out.append(f"  {_commands.tune_wandb('sync', experiment_dir)}")
     return "\n".join(out)
+
+
+def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key that puts ``trial_9`` before ``trial_10``."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text))
+
+
+_DIGITS = re.compile(r"(\d+)")

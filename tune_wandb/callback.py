@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _report, _runfile, _settings
+from tune_wandb import _credentials, _filters, _report, _runfile, _settings, sync
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
 from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
@@ -490,6 +490,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 where,
             )
         if self._trials:
+            sync.link_runs(_local_experiment_dir(trials))
             logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
         self._trials.clear()
         self._keys.clear()

@@ -1,7 +1,7 @@
 """The W&B runs of a Tune experiment on disk: list them, upload what is not uploaded.
 
-``python -m tune_wandb ls EXPERIMENT_DIR`` prints a table of the runs found
-under a Tune experiment directory (each trial's ``wandb/`` directory);
+``python -m tune_wandb ls EXPERIMENT_DIR`` lists the runs found under a Tune
+experiment directory (each trial's ``wandb/`` directory; see ``_listing``);
 ``python -m tune_wandb sync EXPERIMENT_DIR`` uploads every run that is not
 uploaded yet through wandb's own ``wandb sync``, the pieces of a resumed run
 together and in order, and says what it did. A run counts as uploaded when
@@ -12,19 +12,20 @@ finished uploading).
 
 from __future__ import annotations
 
+import functools
 import json
-import math
+import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tune_wandb import _runfile
+from tune_wandb import _commands, _credentials, _listing, _runfile, _settings
 
 #: A run directory's name: ``[offline-]run-<time>-<id>[-partN]``.
 _RUN_DIR = re.compile(r"(?P<offline>offline-)?run-(?P<time>\d{8}_\d{6})-(?P<rest>.+)")
@@ -56,8 +57,9 @@ class LocalRun:
 
     @property
     def uploaded(self) -> bool:
-        """Whether every piece is marked synced."""
-        return all(Path(f"{f}.synced").exists() for f in self.run_files)
+        """Whether every piece is marked synced (and there is one)."""
+        files = self.run_files
+        return bool(files) and all(Path(f"{f}.synced").exists() for f in files)
 
     def history(self) -> tuple[int, dict[str, Any]]:
         """``(rows, last value of each metric)``, read from the run files."""
@@ -110,50 +112,107 @@ def find_local_runs(experiment_dir: str | Path) -> list[LocalRun]:
     return sorted(runs.values(), key=lambda r: (str(r.trial_dir), r.run_id))
 
 
+#: The experiment's own wandb directory: links to each trial's run
+#: directories, so that W&B's tools that browse one wandb directory
+#: (``wandb leet DIR``) see the whole experiment.
+LINKS_DIR = "wandb"
+
+
+def link_runs(experiment_dir: str | Path | None) -> Path | None:
+    """Link every run directory of the experiment into ``<experiment_dir>/wandb/``.
+
+    Each trial writes its runs into a ``wandb/`` directory of its own, and
+    ``wandb leet DIR`` browses a single one: with a link per run directory
+    (each piece of a resumed run), ``wandb leet <experiment_dir>/wandb``
+    browses them all. Links are relative, so they survive the experiment being
+    moved or copied whole; a link whose run is gone is removed; ``ls`` and
+    ``sync`` skip links. Never raises: returns the directory, or None when
+    there is no run or no link could be made (said in one warning).
+
+    Example:
+        >>> link_runs("/nonexistent") is None
+        True
+    """
+    if experiment_dir is None:
+        return None
+    root = Path(experiment_dir)
+    pieces = [piece for run in find_local_runs(root) for piece in run.pieces]
+    if not pieces:
+        return None
+    links = root / LINKS_DIR
+    try:
+        links.mkdir(exist_ok=True)
+        for piece in pieces:
+            if piece.parent != links:  # else a run wandb wrote here itself
+                _link(links / piece.name, os.path.relpath(piece, links))
+        for entry in links.iterdir():
+            if entry.is_symlink() and not entry.exists() and _RUN_DIR.fullmatch(entry.name):
+                entry.unlink()  # its run was deleted
+    except OSError as error:
+        logging.getLogger("tune_wandb").warning(
+            "tune-wandb: could not link the experiment's W&B runs into %s for `wandb leet` "
+            "(%s); each trial's wandb/ directory still holds its runs.",
+            links,
+            error,
+        )
+        return None
+    return links
+
+
+def _link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target``; a real directory of that name is left alone."""
+    if link.is_symlink():
+        if os.readlink(link) == target:
+            return
+        link.unlink()
+    elif link.exists():
+        return
+    link.symlink_to(target, target_is_directory=True)
+
+
 def _piece_order(piece: Path) -> tuple[int, str]:
     part = _PART.search(piece.name)
     return (int(part.group(1)) if part else 1, piece.name)
 
 
-def format_table(runs: Iterable[LocalRun], width: int = 120) -> str:
-    """The ``ls`` table: trial, run id, rows, uploaded, last value of each metric."""
-    header = ("trial", "run id", "rows", "uploaded", "last values")
-    lines = []
-    for run in runs:
-        rows, last = run.history()
-        values = ", ".join(f"{k}={_short(v)}" for k, v in sorted(last.items()))
-        uploaded = "yes" if run.uploaded else ("no (offline)" if run.offline else "no")
-        lines.append((run.trial_dir.name, run.run_id, str(rows), uploaded, values))
-    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header[:4])]
-    out = []
-    for line in [header, *lines]:
-        fixed = "  ".join(cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True))
-        room = max(10, width - len(fixed) - 2)
-        tail = line[4] if len(line[4]) <= room else line[4][: room - 3] + "..."
-        out.append(f"{fixed}  {tail}".rstrip())
-    return "\n".join(out)
+#: Seconds the W&B server has to answer the key check before any upload.
+KEY_CHECK_TIMEOUT = 10.0
 
+#: Seconds one run's ``wandb sync`` may take before it is stopped.
+DEFAULT_RUN_TIMEOUT = 600.0
 
-def _short(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}"
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 24 else text[:21] + "..."
+#: What :func:`wandb_sync` returns when it stopped ``wandb sync`` at its time
+#: limit (the exit status of GNU ``timeout``).
+TIMED_OUT = 124
 
 
 def sync(
     experiment_dir: str | Path,
     out: TextIO | None = None,
     run_command: Callable[[list[str]], int] | None = None,
+    *,
+    timeout: float = DEFAULT_RUN_TIMEOUT,
+    key_check_timeout: float = KEY_CHECK_TIMEOUT,
 ) -> int:
     """Upload every run under ``experiment_dir`` that is not uploaded yet.
 
-    Each run's pieces go to one ``wandb sync`` call, which uploads them in
-    the order they were written; runs already uploaded are skipped. Prints one
-    line per run as it goes. Returns how many runs failed to upload.
+    First the API key is checked with the W&B server, once, within
+    ``key_check_timeout`` seconds (0: no check): without a key the server
+    accepts, nothing is tried. Then each run's pieces go to one ``wandb sync``
+    call, which uploads them in the order they were written and is stopped
+    after ``timeout`` seconds; a run that fails is counted and the next one is
+    tried. Runs already uploaded are skipped. Prints one line per run as it
+    goes and, at the end, what to do about the failed ones. Returns how many
+    runs were not uploaded.
+
+    Example:
+        >>> import io
+        >>> sync("/nonexistent", out=io.StringIO())
+        0
     """
     out = out or sys.stdout
-    run_command = run_command or wandb_sync
+    if run_command is None:
+        run_command = functools.partial(wandb_sync, timeout=timeout)
     runs = find_local_runs(experiment_dir)
     todo = [r for r in runs if not r.uploaded]
     skipped = len(runs) - len(todo)
@@ -161,21 +220,77 @@ def sync(
         f"{len(runs)} W&B run(s) under {experiment_dir}: {len(todo)} to upload, "
         f"{skipped} already uploaded.",
         file=out,
+        flush=True,
     )
+    if not todo:
+        return 0
+    problem = _key_problem(key_check_timeout)
+    if problem:
+        print(f"{problem} Nothing was uploaded.", file=out)
+        return len(todo)
     failed = 0
+    timed_out = False
     for number, run in enumerate(todo, 1):
         pieces = f"{len(run.pieces)} pieces" if len(run.pieces) > 1 else "1 piece"
-        prefix = f"[{number}/{len(todo)}] {run.trial_dir.name} (run {run.run_id}, {pieces})"
+        trial = _listing.trial_name(run.trial_dir.name)
+        prefix = f"[{number}/{len(todo)}] {trial} (run {run.run_id}, {pieces})"
         print(f"{prefix}: uploading...", file=out, flush=True)
         code = run_command([str(p) for p in run.pieces])
         if code == 0 and run.uploaded:
             print(f"{prefix}: uploaded", file=out, flush=True)
+            continue
+        failed += 1
+        if code == TIMED_OUT:
+            timed_out = True
+            reason = f"not uploaded within {timeout:g} s, stopped"
+        elif code == 0:
+            reason = "wandb sync did not mark it uploaded"
         else:
-            failed += 1
-            print(f"{prefix}: FAILED (wandb sync exit code {code})", file=out, flush=True)
+            reason = f"wandb sync exit code {code}"
+        print(f"{prefix}: FAILED ({reason})", file=out, flush=True)
     done = len(todo) - failed
     print(f"Uploaded {done} run(s), {failed} failed, {skipped} skipped.", file=out)
+    if failed:
+        again = _commands.tune_wandb("sync", str(experiment_dir))
+        print(
+            f"Upload the failed run(s) with the same command, {again} "
+            "(runs already uploaded are skipped); wandb's own messages above say why "
+            "each failed."
+            + (" Give each run more time with --timeout SECONDS." if timed_out else ""),
+            file=out,
+        )
     return failed
+
+
+def _key_problem(timeout: float) -> str | None:
+    """Why no run can be uploaded (no key, a refused key, no server), or None."""
+    if timeout <= 0:
+        return None
+    try:
+        found = _settings.find_api_key(None, None, os.environ)
+    except ValueError as error:
+        return str(error)
+    if found is None:
+        return (
+            "No W&B API key: run `wandb login` (or set WANDB_API_KEY) on this machine, "
+            "then run this command again."
+        )
+    key, origin = found
+    url = _settings.base_url(None, os.environ)
+    check = _credentials.check_api_key(key, url, timeout)
+    if check.status is _credentials.KeyStatus.REJECTED:
+        return (
+            f"W&B at {check.host} refused the API key from {origin} ({check.detail}): "
+            "put a valid key there (https://wandb.ai/authorize, or your W&B server's "
+            "/authorize page), then run this command again."
+        )
+    if check.status is _credentials.KeyStatus.UNREACHABLE:
+        return (
+            f"Could not reach W&B at {check.host} within {timeout:g} s ({check.detail}): "
+            "check the network (and WANDB_BASE_URL, if you set it), then run this "
+            "command again."
+        )
+    return None
 
 
 def wandb_sync(
@@ -184,21 +299,36 @@ def wandb_sync(
     """``wandb sync`` of one run's pieces, in a process of its own; its exit code.
 
     ``env`` replaces this process's environment for it; past ``timeout``
-    seconds it is killed and the result is 1. Also used by a worker that
-    uploads the piece its dead predecessor left.
+    seconds it is stopped, and the result is :data:`TIMED_OUT`. Also used
+    by a worker that uploads the piece its dead predecessor left.
 
     Example:
         >>> wandb_sync(["/nonexistent/run-dir"], timeout=60)  # doctest: +SKIP
         0
     """
-    command = [sys.executable, "-m", "wandb", "sync", "--include-online", *pieces]
+    # Absolute: wandb's CLI runs in a directory of its own (below).
+    paths = [os.path.abspath(piece) for piece in pieces]
+    command = [sys.executable, "-m", "wandb", "sync", "--include-online", *paths]
     env = dict(os.environ if env is None else env)
     env.setdefault("WANDB_SILENT", "false")
     # wandb's CLI writes its debug logs into ./wandb/: not into the user's directory.
     with tempfile.TemporaryDirectory(prefix="tune-wandb-sync-") as cwd:
+        process = subprocess.Popen(command, env=env, cwd=cwd)
         try:
-            return subprocess.run(
-                command, env=env, cwd=cwd, check=False, timeout=timeout
-            ).returncode
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return 1
+            return TIMED_OUT
+        finally:
+            # Timed out, or interrupted: stop it. Its wandb-core, which watches
+            # its parent's pid, stops by itself then.
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+#: Seconds a stopped ``wandb sync`` has to exit before it is killed.
+_STOP_SECONDS = 5.0

@@ -9,6 +9,10 @@ quotes and ``[...][-1]`` a broken cross-reference. Their Sphinx roles
 each docstring that mkdocstrings renders is changed; the sources stay as they
 are. A role naming something the API page does not document fails the
 strict build.
+
+A parameter whose default is a module constant (``upload_timeout =
+DEFAULT_UPLOAD_TIMEOUT``) shows the constant's value in its signature, as the
+reader needs it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,18 @@ def _link(match: re.Match[str]) -> str:
 
 
 class DocstringsAsMarkdown(griffe.Extension):
-    """Rename ``Example:`` headings to ``Examples:`` and turn Sphinx roles into links."""
+    """``Example:`` headings as ``Examples:``, Sphinx roles as links, defaults as values."""
+
+    def on_function(self, *, func: griffe.Function, **kwargs: Any) -> None:
+        """Replace each default that names a constant of the function's module by its value."""
+        for parameter in func.parameters:
+            default = parameter.default
+            if not isinstance(default, griffe.ExprName):
+                continue
+            constant = func.module.members.get(default.name)
+            value = getattr(constant, "value", None)
+            if isinstance(constant, griffe.Attribute) and isinstance(value, str):
+                parameter.default = value
 
     def on_instance(self, *, obj: Any, **kwargs: Any) -> None:
         """Rewrite ``obj``'s docstring as it is loaded."""
