@@ -96,13 +96,23 @@ def test_unknown_wandb_init_arguments_are_caught_on_the_driver(
 
     with pytest.raises(TypeError, match=r"does not take 'projet' \(did you mean 'project'\?\)"):
         WandbLoggerCallback(projet="typo")
+    from tune_wandb import _initargs
+
     callback = WandbLoggerCallback(tags=["fine"], job_type="fine")
     caplog.set_level(logging.WARNING, logger="tune_wandb")
-    entry = {"grup": "g", "notes": "kept"}
+    experiment_token = _settings.experiment_token()
     for _ in range(2):
-        kwargs = dict(entry)
-        callback._drop_unknown(kwargs)
-        assert kwargs == {"notes": "kept"}
+        run = _initargs.trial_run(
+            trial_id="t",
+            name="t",
+            experiment="e",
+            token=experiment_token,
+            config={"wandb": {"grup": "g", "notes": "kept"}},
+            run_root="/tmp",
+            settings={},
+        )
+        assert "grup" not in run.init_kwargs and run.init_kwargs["notes"] == "kept"
+        callback._say_unknown(run.unknown)  # said once per key
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "'grup' (did you mean 'group'?)" in warning and "left out" in warning
 

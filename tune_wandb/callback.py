@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _report, _runfile, _settings, sync
+from tune_wandb import _credentials, _filters, _initargs, _report, _runfile, _settings, sync
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
 from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
@@ -276,41 +276,28 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         else:
             source = (self.api_key_file, self.api_key)
         if source not in self._keys:
-            key, checked, origin = self._find_key(*source)
-            self._check_key(checked, origin, init_kwargs)
-            self._keys[source] = key
+            found = self._find_key(*source)
+            self._check_key(found.key, found.origin, init_kwargs)
+            self._keys[source] = found.for_wandb
         return self._keys[source]
 
-    def _find_key(self, api_key_file: str | None, api_key: str | None) -> tuple[Any, str, str]:
-        """``(key for the worker, key to check, where it came from)``.
+    def _find_key(self, api_key_file: str | None, api_key: str | None) -> _initargs.FoundKey:
+        """The key of the given source, else the environment's, else Ray's key hook's.
 
-        The worker's key is None when ``wandb login`` has it: wandb reads it there.
+        Raises:
+            ValueError: no key anywhere.
         """
-        found = _settings.find_api_key(api_key_file, api_key, os.environ)
-        if found is not None:
-            key, origin = found
-            return (None if origin == _settings.LOGIN_ORIGIN else key), key, origin
-        hook = os.environ.get(_settings.SETUP_API_KEY_HOOK)
-        if hook:
-            try:
-                key = str(_settings.load_hook(hook)())
-            except Exception:
-                logger.exception(
-                    "tune-wandb: %s=%s failed to give an API key",
-                    _settings.SETUP_API_KEY_HOOK,
-                    hook,
-                )
-            else:
-                return key, key, _settings.SETUP_API_KEY_HOOK
-        raise ValueError(
-            "No W&B API key found for an online run. Pass api_key_file= to "
-            'WandbLoggerCallback (or put it in the config\'s "wandb" entry), set '
-            "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
-        )
+        found = _initargs.find_key(api_key_file, api_key, more=[_key_hook()])
+        if found is None:
+            raise ValueError(
+                "No W&B API key found for an online run. Pass api_key_file= to "
+                'WandbLoggerCallback (or put it in the config\'s "wandb" entry), set '
+                "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
+            )
+        return found
 
-    def _drop_unknown(self, entry_kwargs: dict[str, Any]) -> None:
-        """Leave out (with one warning each) entry keys ``wandb.init`` does not take."""
-        unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
+    def _say_unknown(self, unknown: dict[str, str | None]) -> None:
+        """Say (once per key) which entry keys ``wandb.init`` does not take: they are left out."""
         new = {k: v for k, v in unknown.items() if k not in self._said_unknown}
         if new:
             self._said_unknown.update(new)
@@ -332,11 +319,11 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             return
         source = (self.api_key_file, self.api_key)
         try:
-            key, checked, origin = self._find_key(*source)
+            found = self._find_key(*source)
         except ValueError:
             return
-        self._check_key(checked, origin, init_kwargs)
-        self._keys[source] = key
+        self._check_key(found.key, found.origin, init_kwargs)
+        self._keys[source] = found.for_wandb
 
     def _check_key(self, key: str, origin: str, init_kwargs: dict[str, Any]) -> None:
         """Ask the W&B server once whether ``key`` is good, within ``key_check_timeout``.
@@ -391,33 +378,24 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
     def _setup_for(self, trial: Trial) -> tuple[WorkerSetup, Prepare]:
         """What the trial's worker needs, and the filters of its results."""
         assert self._token is not None
-        experiment = trial.experiment_dir_name
-        # The trial's "wandb" entry wins over the callback's own arguments.
-        options, entry_kwargs = _settings.split_entry(trial.config.get(_filters.WANDB_CONFIG_KEY))
-        self._drop_unknown(entry_kwargs)
-        excludes = _filters.as_excludes(options.get("excludes", self.excludes))
-        log_config = bool(options.get("log_config", self.log_config))
         run_root, storage = _run_location(trial)
-        init_kwargs: dict[str, Any] = {
-            "id": _settings.run_id(trial.trial_id, experiment, self._token),
-            "name": str(trial),
-            "group": _settings.resolve_group(self.group, os.environ, experiment),
-            "config": _filters.clean_config(trial.config, excludes),
-            "dir": run_root,
-            "resume": "allow",
-            "allow_val_change": True,
-        }
-        project = _settings.resolve_project(self.project, os.environ)
-        if project is not None:
-            init_kwargs["project"] = project
-        init_kwargs.update(self.wandb_init_kwargs)
-        init_kwargs.update(entry_kwargs)
-        settings = _settings.merge_settings(
-            self.wandb_init_kwargs.get("settings"), self.log_system_metrics
+        # The trial's "wandb" entry wins over the callback's own arguments.
+        run = _initargs.trial_run(
+            trial_id=trial.trial_id,
+            name=str(trial),
+            experiment=trial.experiment_dir_name,
+            token=self._token,
+            config=trial.config,
+            run_root=run_root,
+            settings=_settings.merge_settings(None, self.log_system_metrics),
+            group=self.group,
+            project=self.project,
+            excludes=self.excludes,
+            layers=[self.wandb_init_kwargs],
         )
-        if entry_kwargs.get("settings") is not None:
-            settings.update(_settings.merge_settings(entry_kwargs["settings"], False, quiet=False))
-        init_kwargs["settings"] = settings
+        self._say_unknown(run.unknown)
+        options, init_kwargs = run.options, run.init_kwargs
+        log_config = bool(options.get("log_config", self.log_config))
         key = self._key_for(options, init_kwargs)
         setup = WorkerSetup(
             trial_id=trial.trial_id,
@@ -430,7 +408,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
         )
-        return setup, _row_maker(str(trial), _filters.Rules(excludes, log_config))
+        return setup, _row_maker(str(trial), _filters.Rules(run.excludes, log_config))
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
@@ -568,6 +546,24 @@ def _exit_code_for(status: str | None) -> int:
     ended while the trial was still running.
     """
     return 1 if status == "ERROR" else EXIT_INTERRUPTED
+
+
+def _key_hook() -> _initargs.KeySource:
+    """Ray's ``WANDB_SETUP_API_KEY_HOOK`` as a place to find a key (its failure logged)."""
+    hook = os.environ.get(_settings.SETUP_API_KEY_HOOK)
+
+    def key() -> str | None:
+        if not hook:
+            return None
+        try:
+            return str(_settings.load_hook(hook)())
+        except Exception:
+            logger.exception(
+                "tune-wandb: %s=%s failed to give an API key", _settings.SETUP_API_KEY_HOOK, hook
+            )
+            return None
+
+    return _settings.SETUP_API_KEY_HOOK, key
 
 
 def _warn_if_debugging() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tune_wandb import _filters, _runfile, _settings, _wandb_compat
+from tune_wandb import _filters, _initargs, _runfile, _settings, _wandb_compat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +26,14 @@ logger = logging.getLogger("tune_wandb")
 
 #: The config key under which Tune hands a class trainable its trial's facts.
 _TRIAL_INFO = "__trial_info__"
+
+#: The settings of a run in the trial's own process: quiet, but with its
+#: console and system metrics, which describe the trial there.
+_IN_TRIAL_SETTINGS = {
+    name: value
+    for name, value in _settings.QUIET_SETTINGS.items()
+    if name not in ("console", "x_disable_stats", "x_disable_machine_info")
+}
 
 #: Keys Tune adds to a class trainable's config for ``Trainable.__init__``.
 _TUNE_PRIVATE_KEYS = frozenset({_TRIAL_INFO, "__stdout_file__", "__stderr_file__"})
@@ -396,37 +404,27 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     """
     import wandb
 
-    options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
-    unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
-    if unknown:
+    spec = _initargs.trial_run(
+        trial_id=trial.trial_id,
+        name=trial.trial_name,
+        experiment=trial.experiment,
+        token=_experiment_token(trial),
+        config=config,
+        run_root=_run_root(trial),
+        settings=_IN_TRIAL_SETTINGS,
+        overrides=overrides,
+    )
+    if spec.unknown:
         logger.warning(
             'tune-wandb: trial %s: the "wandb" config entry has keys wandb.init does not '
             "take: %s; they are left out.",
             trial.trial_name,
-            _settings.describe_unknown(unknown),
+            _settings.describe_unknown(spec.unknown),
         )
-    excludes = _filters.as_excludes(options.get("excludes", ()))
-    run_root = _run_root(trial)
-    init_kwargs: dict[str, Any] = {
-        "id": _settings.run_id(trial.trial_id, trial.experiment, _experiment_token(trial)),
-        "name": trial.trial_name,
-        "group": _settings.resolve_group(None, os.environ, trial.experiment),
-        "config": _filters.clean_config(config, excludes),
-        "dir": run_root,
-        "resume": "allow",
-        "allow_val_change": True,
-    }
-    project = _settings.resolve_project(None, os.environ)
-    if project is not None:
-        init_kwargs["project"] = project
-    init_kwargs.update(entry_kwargs)
-    init_kwargs.update(overrides)
-    settings = _settings.merge_settings(init_kwargs.pop("settings", None), False)
-    # The trial's own process: its console and metrics describe the trial.
-    for name in ("console", "x_disable_stats", "x_disable_machine_info"):
-        settings.pop(name, None)
+    init_kwargs = dict(spec.init_kwargs)
+    settings = init_kwargs.pop("settings")
     if not _settings.offline_or_disabled(init_kwargs, os.environ):
-        key = _trial_key(options)
+        key = _trial_key(spec.options)
         if key:
             settings["api_key"] = key
     run = wandb.init(settings=wandb.Settings(**settings), **init_kwargs)
@@ -445,22 +443,20 @@ def _trial_key(options: dict[str, Any]) -> str | None:
     Raises:
         ValueError: no key anywhere, or both ``api_key`` and ``api_key_file``.
     """
+    from tune_wandb import keyshare
+
     if "api_key" in options:
         _warn_of_entry_key()
     key_file = options.get("api_key_file")
-    try:
-        found = _settings.find_api_key(key_file, options.get("api_key"), os.environ)
-    except FileNotFoundError:
-        # Not on this node: another source may have one.
-        found = _settings.find_api_key(None, None, os.environ)
+    # The file may be on the driver's node only: then another place may have one.
+    found = _initargs.find_key(
+        key_file,
+        options.get("api_key"),
+        more=[("the key the driver shared", keyshare.shared_api_key)],
+        missing_file_ok=True,
+    )
     if found is not None:
-        key, origin = found
-        return None if origin == _settings.LOGIN_ORIGIN else key  # wandb reads its login
-    from tune_wandb import keyshare
-
-    shared = keyshare.shared_api_key()
-    if shared:
-        return shared
+        return found.for_wandb
     import socket
 
     missing = f"the api_key_file {key_file!r} is not on it, " if key_file else ""
