@@ -34,6 +34,7 @@ from tune_wandb import _wandb_compat
 from tune_wandb._channel import FrameReader, frame, receive_with_fds
 from tune_wandb._protocol import (
     LauncherError,
+    ServiceStarted,
     ShutdownLauncher,
     SpawnWorker,
     StopWorker,
@@ -72,6 +73,8 @@ _WARM_MODULES = (
 #: A shared wandb-core exits by itself after this long without clients, in
 #: case the launcher is killed before it can stop it.
 _SERVICE_IDLE_TIMEOUT = "2m"
+#: How often the launcher checks that the shared wandb-core lives.
+_SERVICE_POLL_SECONDS = 0.5
 
 
 def _warm_up() -> str | None:
@@ -109,12 +112,29 @@ class _SharedService:
     def __init__(self, wanted: bool) -> None:
         self.process: Any = None
         self.token: str | None = None
-        if not wanted or os.environ.get("WANDB_SERVICE"):
-            return
+        if wanted and not os.environ.get("WANDB_SERVICE"):
+            self.start()
+
+    def start(self) -> bool:
+        """Start a wandb-core; whether it runs."""
         try:
             self.process, self.token = _wandb_compat.start_detached_service(_SERVICE_IDLE_TIMEOUT)
         except Exception as exc:
+            self.process, self.token = None, None
             print(f"tune-wandb: no shared wandb-core ({exc!r}); one per worker", file=sys.stderr)
+            return False
+        return True
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(WANDB_SERVICE value, pid)`` for the workers; None: each starts its own."""
+        if self.process is None or self.token is None:
+            return None
+        return self.token, self.process.pid
+
+    def died(self) -> bool:
+        """Whether the service ended (reaped if so)."""
+        return self.process is not None and self.process.poll() is not None
 
     def stop(self) -> None:
         """End the service (its runs are finished by now) and reap it."""
@@ -133,10 +153,10 @@ class _SharedService:
 
 class _Launcher:
     def __init__(
-        self, sock: socket.socket, service_token: str | None, requirements: str | None
+        self, sock: socket.socket, service: _SharedService, requirements: str | None
     ) -> None:
         self.sock = sock
-        self.service_token = service_token
+        self.service = service
         self.requirements = requirements
         self.ctx = multiprocessing.get_context("fork")
         self.workers: dict[str, BaseProcess] = {}
@@ -151,9 +171,13 @@ class _Launcher:
 
     def serve(self) -> float:
         """Answer requests until told to stop; returns the grace for the workers."""
+        self._announce_service()
         while True:
             sentinels = {p.sentinel: wid for wid, p in self.workers.items()}
-            ready = wait([self.sock, *sentinels])
+            # A timeout, to notice the shared wandb-core's end (not our child's sentinel).
+            ready = wait([self.sock, *sentinels], timeout=_SERVICE_POLL_SECONDS)
+            if self.service.died():
+                self._restart_service()
             for obj in ready:
                 if obj is not self.sock:
                     self._reap(sentinels[obj])  # type: ignore[index]
@@ -186,7 +210,7 @@ class _Launcher:
                     # What the worker must not keep: this launcher's socket, and
                     # the sockets of the workers not forked yet.
                     (self.sock.fileno(), *self._fds),
-                    self.service_token,
+                    self.service.address,
                     self.requirements,
                 ),
                 name=f"tune-wandb-worker-{message.worker_id}",
@@ -203,6 +227,17 @@ class _Launcher:
         self.workers[message.worker_id] = process
         assert process.pid is not None
         self._send(WorkerStarted(message.worker_id, process.pid))
+
+    def _announce_service(self) -> None:
+        """Tell the driver the shared wandb-core's address (it tells live workers)."""
+        address = self.service.address
+        if address is not None:
+            self._send(ServiceStarted(*address))
+
+    def _restart_service(self) -> None:
+        """The shared wandb-core died: a new one for every worker, live or to come."""
+        if self.service.start():
+            self._announce_service()
 
     def _stop(self, message: StopWorker) -> None:
         process = self.workers.get(message.worker_id)
@@ -255,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     requirements = _warm_up()
     service = _SharedService(wanted=shared)
     try:
-        launcher = _Launcher(sock, service.token, requirements)
+        launcher = _Launcher(sock, service, requirements)
         grace = launcher.serve()
         launcher.shutdown(grace)
     finally:

@@ -192,6 +192,18 @@ class Ledger:
         return bool(self._resend or self._unsent or self._writing or end_due)
 
     @property
+    def busy(self) -> bool:
+        """Whether the run's worker has work: rows to take or confirm, or the run to finish."""
+        if self.finished:
+            return False
+        return self.pending or bool(self._in_flight) or self._end_written
+
+    @property
+    def not_written(self) -> int:
+        """Rows and checkpoints not known to be in the run file (sent or not)."""
+        return len(self._in_flight) + len(self._resend) + len(self._writing) + len(self._unsent)
+
+    @property
     def unsent(self) -> int:
         """Messages never sent to any worker (for reports)."""
         return len(self._unsent)
@@ -288,5 +300,8 @@ class Ledger:
         )
 
     def close(self) -> None:
-        """Drop the spool file, if any."""
+        """Drop everything the ledger holds, the spool file with it."""
+        self._in_flight.clear()
+        self._resend.clear()
+        self._writing = ()
         self._unsent.close()

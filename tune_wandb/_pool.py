@@ -36,6 +36,7 @@ deadline, SIGTERM, SIGKILL; every process is reaped.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import logging
@@ -58,6 +59,8 @@ import cloudpickle
 from tune_wandb._channel import Channel
 from tune_wandb._ledger import Ledger
 from tune_wandb._protocol import (
+    EXIT_HUNG,
+    EXIT_SERVICE_LOST,
     Batch,
     Confirmed,
     LauncherError,
@@ -65,10 +68,12 @@ from tune_wandb._protocol import (
     PieceSettled,
     RunFinished,
     RunStarted,
+    ServiceStarted,
     ShutdownLauncher,
     SpawnWorker,
     StopWorker,
     UploadCheckpoint,
+    UseService,
     WorkerExited,
     WorkerLog,
     WorkerSetup,
@@ -103,6 +108,9 @@ _SPAWN_SECONDS = 30.0
 _EXIT_CODE_SECONDS = 2.0
 #: How long each escalation step (SIGTERM, SIGKILL) waits for processes to go.
 _STOP_STEP_SECONDS = 5.0
+#: A worker silent this long (its watchdog thread beats every second) while
+#: its run has work is stopped or frozen: it is killed and replaced.
+_SILENT_SECONDS = 10.0
 #: Deaths in a row with no new row landing after which a run is given up
 #: (a worker that cannot start its run would otherwise be started forever).
 _MAX_DEATHS_WITHOUT_PROGRESS = 4
@@ -141,6 +149,34 @@ Prepare = Callable[[int, dict[str, Any]], LogRow]
 def _unfiltered(seq: int, result: dict[str, Any]) -> LogRow:
     """The row of a result logged as it is (runs opened without filters, in tests)."""
     return LogRow(seq, result)
+
+
+def _end_service(pid: int | None) -> None:
+    """SIGKILL a wandb-core of ours that may outlive its owner (checked to be one)."""
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"wandb-core" not in f.read():
+                return
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+
+
+#: What a worker's own exit codes mean, for the driver's error.
+_EXIT_REASONS = {
+    EXIT_SERVICE_LOST: "its wandb-core kept dying",
+    EXIT_HUNG: "hung in wandb",
+}
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    """``-9``, ``75 (its wandb-core kept dying)``, or why it is not known."""
+    if exitcode is None:
+        return "unknown (the launcher had died)"
+    reason = _EXIT_REASONS.get(exitcode)
+    return f"{exitcode} ({reason})" if reason else str(exitcode)
 
 
 class ThreadClock:
@@ -193,6 +229,8 @@ class Run:
         self._progress_at_last_death = 0
         self._deaths_without_progress = 0
         self._generation = 0
+        #: The wandb-core that writes the run's last piece (None: unknown, or shared).
+        self._piece_writer: int | None = None
 
     def __repr__(self) -> str:
         return f"<Run {self.key} {self.state.value}>"
@@ -307,6 +345,13 @@ class _Worker:
         self.gone = False
         #: A batch is being written to the socket.
         self.writing = False
+        #: The frames queued on the socket, in order: True for a batch, False
+        #: for a control frame (a new shared wandb-core's address).
+        self.frames: collections.deque[bool] = collections.deque()
+        #: When the worker last said anything (its watchdog beats every second).
+        self.last_heard = time.monotonic()
+        #: The wandb-core the worker started for itself, ended with it.
+        self.service_pid: int | None = None
         #: The run had started when this worker took it (its first piece or not).
         self.starting = True
         #: When to report a death whose exit code has not come (pool thread's clock).
@@ -355,6 +400,8 @@ class WorkerPool:
         self._close_deadline = 0.0
         self._idle_rounds = 0
         self._state_changed = False
+        #: The shared wandb-cores the launchers started (ended at close if orphaned).
+        self._service_pids: list[int] = []
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -368,6 +415,7 @@ class WorkerPool:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._closing = False
         self._runs, self._workers, self._to_spawn = [], {}, []
+        self._service_pids = []
         # Started here rather than on the pool thread: it warms up (imports
         # wandb) while Tune starts its first trials.
         self._start_launcher()
@@ -559,7 +607,9 @@ class WorkerPool:
 
     def _spawn(self, run: Run, replaces: str | None = None) -> None:
         worker_id = run._next_worker_id()
-        setup = replace(run.setup, replaces=replaces) if replaces else run.setup
+        setup = run.setup
+        if replaces:
+            setup = replace(setup, replaces=replaces, replaces_writer=run._piece_writer)
         payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
         ours, theirs = socket.socketpair()
         worker = _Worker(worker_id, run, Channel(ours))
@@ -651,11 +701,15 @@ class WorkerPool:
                 self._launcher_lost()
 
     def _on_launcher_message(self, message: Any) -> None:
+        if isinstance(message, ServiceStarted):
+            self._service_started(message)
+            return
         worker = self._workers.get(getattr(message, "worker_id", ""))
         if worker is None:
             return
         if isinstance(message, WorkerStarted):
             worker.pid = message.pid
+            worker.last_heard = time.monotonic()
             if worker.state is WorkerState.SPAWNING:
                 worker.state = WorkerState.RUNNING
             if worker.run.worker_id == worker.id:
@@ -672,6 +726,24 @@ class WorkerPool:
             logger.error("tune-wandb: trial %s: %s", worker.run.name, message.message)
             worker.exit_known = True
             self._worker_gone(worker)
+
+    def _service_started(self, message: ServiceStarted) -> None:
+        """The launcher (re)started the shared wandb-core: live workers move to it."""
+        again = bool(self._service_pids)
+        self._service_pids.append(message.pid)
+        if not again:
+            return
+        logger.warning(
+            "tune-wandb: the shared wandb-core ended; a new one (pid %d) takes over, and each "
+            "live run continues on it in a new piece",
+            message.pid,
+        )
+        control = pickle.dumps(UseService(message.token, message.pid))
+        for worker in self._workers.values():
+            if not worker.gone and worker.state not in _WORKER_OVER:
+                worker.channel.send(control)
+                worker.frames.append(False)
+                self._flush(worker)
 
     def _launcher_lost(self) -> None:
         """The launcher died or was shut down: its workers' exit codes will not come."""
@@ -715,29 +787,39 @@ class WorkerPool:
 
     def _write(self, worker: _Worker) -> bool:
         """Send the run's next batches as far as the socket takes them."""
-        ledger, channel = worker.run.ledger, worker.channel
+        ledger = worker.run.ledger
         wrote = False
-        while True:
+        while not worker.gone:
             if not worker.writing:
                 batch = ledger.take(_MAX_BATCH)
                 if not batch:
                     break
-                channel.send(self._pickle(worker.run, batch))
+                worker.channel.send(self._pickle(worker.run, batch))
+                worker.frames.append(True)
                 worker.writing = True
-            if not channel.flush():
+            if not self._flush(worker):
                 break
             wrote = True
-            worker.writing = False
-            ledger.written()
             if not ledger.pending and ledger.exit_code is not None:
                 worker.state = WorkerState.FINISHING
                 self._changed_state()
                 break
+        return wrote
+
+    def _flush(self, worker: _Worker) -> bool:
+        """Write what the worker's socket takes; whether its batch was written whole."""
+        channel = worker.channel
+        batch_done = False
+        for _ in range(channel.flush()):
+            if worker.frames.popleft():
+                worker.writing = False
+                worker.run.ledger.written()
+                batch_done = True
         self._watch(channel, worker)
-        if channel.broken:
+        if channel.broken and not worker.gone:
             self._read_worker(worker)
             self._worker_gone(worker)
-        return wrote
+        return batch_done
 
     def _pickle(self, run: Run, messages: tuple[Any, ...]) -> bytes:
         try:
@@ -759,7 +841,10 @@ class WorkerPool:
                 self._worker_gone(worker)
 
     def _read_worker(self, worker: _Worker) -> None:
-        for data in worker.channel.receive():
+        frames = worker.channel.receive()
+        if frames:
+            worker.last_heard = time.monotonic()
+        for data in frames:
             try:
                 message = pickle.loads(data)
             except Exception:
@@ -777,6 +862,7 @@ class WorkerPool:
             run.ledger.settled(message.history)
         elif isinstance(message, RunStarted):
             worker.starting = False
+            worker.service_pid = run._piece_writer = message.service_pid
             run.started = message
             run.ledger.started(os.path.join(message.run_dir, f"run-{message.run_id}.wandb"))
             where = message.url or message.run_dir
@@ -784,7 +870,10 @@ class WorkerPool:
             self._changed_state()
         elif isinstance(message, RunFinished):
             run.finished = message
-            run.ledger.run_finished()
+            if not message.unwritten:
+                # Rows the disk did not take stay in the ledger (and its spool)
+                # until the experiment ends.
+                run.ledger.run_finished()
             if worker.state is not WorkerState.STOPPED:
                 worker.state = WorkerState.FINISHED
             if run.state is not RunState.STOPPED:
@@ -807,6 +896,8 @@ class WorkerPool:
             return
         worker.state = WorkerState.DIED
         worker.report_at = time.monotonic() + _EXIT_CODE_SECONDS
+        # Its own wandb-core would idle on for minutes; ended, its piece is final.
+        _end_service(worker.service_pid)
         self._report_death(worker)
         self._replace(worker)
 
@@ -831,14 +922,16 @@ class WorkerPool:
 
     def _give_up(self, run: Run) -> None:
         run.state = RunState.GIVEN_UP
-        run.ledger.close()
         self._changed_state()
+        # The rows stay in its ledger (memory, spool) until the experiment ends.
         logger.error(
             "tune-wandb: the W&B workers of trial %s died %d times without writing a new row; "
-            "W&B logging of this trial stops here (the reasons are in the errors above). What "
-            "they wrote is on disk in %s; Tune's own result files keep every result.",
+            "W&B logging of this trial stops here (the reasons are in the errors above), with "
+            "%d rows not written. What they wrote is on disk in %s; Tune's own result files "
+            "keep every result.",
             run.name,
             run._deaths_without_progress,
+            run.ledger.not_written,
             run.run_dir or "the trial's directory",
         )
 
@@ -855,7 +948,7 @@ class WorkerPool:
             "finishing its run; what it logged is on disk in %s",
             worker.run.name,
             worker.pid,
-            "unknown (the launcher had died)" if exitcode is None else exitcode,
+            _describe_exit(exitcode),
             worker.run.run_dir or "the trial's directory",
         )
         self._forget_if_done(worker)
@@ -897,6 +990,21 @@ class WorkerPool:
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         for worker in list(self._workers.values()):
+            if (
+                worker.state in (WorkerState.RUNNING, WorkerState.FINISHING)
+                and not worker.gone
+                and now - worker.last_heard > _SILENT_SECONDS
+                and worker.run.ledger.busy
+            ):
+                logger.error(
+                    "tune-wandb: the W&B worker of trial %s (pid %s) has said nothing for %.0f s "
+                    "(stopped or frozen); it is ended and a new worker takes the run over",
+                    worker.run.name,
+                    worker.pid,
+                    now - worker.last_heard,
+                )
+                worker.last_heard = now  # said once; the socket's close follows the kill
+                self._signal(worker, kill=True)
             if worker.report_at is not None and now >= worker.report_at:
                 worker.exit_known = True
                 self._report_death(worker)
@@ -944,7 +1052,22 @@ class WorkerPool:
         for worker in self._workers.values():
             worker.channel.close()
         self._workers.clear()
+        self._shut_launcher_down()
+        # A launcher killed mid-experiment left its shared wandb-core behind.
+        for pid in self._service_pids:
+            _end_service(pid)
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        # Anything still open is over: waiters must not wait for it.
+        for run in self._runs:
+            if not run.ended:
+                run.state = RunState.STOPPED
+
+    def _shut_launcher_down(self) -> None:
+        """Tell the launcher to exit; wait, then SIGTERM, then SIGKILL; reap it."""
         launcher, channel = self._launcher, self._launcher_channel
+        self._launcher, self._launcher_channel = None, None
         if channel is not None and not channel.broken:
             channel.send(pickle.dumps(ShutdownLauncher(grace_seconds=0.0)))
             deadline = time.monotonic() + _STOP_STEP_SECONDS
@@ -964,14 +1087,6 @@ class WorkerPool:
                     continue
         if channel is not None:
             channel.close()
-        self._launcher, self._launcher_channel = None, None
-        if self._selector is not None:
-            self._selector.close()
-            self._selector = None
-        # Anything still open is over: waiters must not wait for it.
-        for run in self._runs:
-            if not run.ended:
-                run.state = RunState.STOPPED
 
     def _kill_everything(self) -> None:
         """After a bug in the pool thread: no worker may outlive the driver's logging."""

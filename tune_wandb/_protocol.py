@@ -34,6 +34,13 @@ EXIT_INTERRUPTED = 130
 #: Exit code given to a run whose worker lost its driver.
 EXIT_DRIVER_LOST = 1
 
+#: A worker's own exit code when its wandb-core kept dying (it was restarted
+#: twice): a new worker takes the run over.
+EXIT_SERVICE_LOST = 75
+#: A worker's own exit code when its main loop hung in wandb: a new worker
+#: takes the run over.
+EXIT_HUNG = 76
+
 
 # --- driver -> launcher ---------------------------------------------------
 
@@ -79,6 +86,14 @@ class WorkerExited:
     worker_id: str
     pid: int
     exitcode: int
+
+
+@dataclass(frozen=True)
+class ServiceStarted:
+    """The launcher started the experiment's shared wandb-core (again, if it died)."""
+
+    token: str
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,14 @@ class Batch:
     messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
 
 
+@dataclass(frozen=True)
+class UseService:
+    """The shared wandb-core was started again: its address (``WANDB_SERVICE``) and pid."""
+
+    token: str
+    pid: int
+
+
 # --- worker -> driver -----------------------------------------------------
 
 
@@ -152,6 +175,14 @@ class RunStarted:
     url: str | None
     run_dir: str
     offline: bool
+    #: The wandb-core this worker started for itself (None: a shared one), so
+    #: that the driver can end it if the worker dies.
+    service_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The worker is alive (sent every second by its watchdog thread)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +213,8 @@ class RunFinished:
     rows: int
     run_dir: str
     offline: bool
+    #: Rows that never reached the run file (a full or read-only disk).
+    unwritten: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,5 +243,7 @@ class WorkerSetup:
     image_kwargs: dict[str, Any] = field(default_factory=dict)
     video_kwargs: dict[str, Any] = field(default_factory=dict)
     #: A replacement worker's: the run file of the last piece written, which it
-    #: settles (see :class:`PieceSettled`) before it resumes the run.
+    #: settles (see :class:`PieceSettled`) before it resumes the run, and the
+    #: pid of the wandb-core that wrote it (None: unknown, or a shared one).
     replaces: str | None = None
+    replaces_writer: int | None = None

@@ -43,6 +43,8 @@ class RunLine:
     finished: bool
     #: Its workers kept dying and its logging was given up.
     given_up: bool = False
+    #: Rows that never reached its run file (a full or read-only disk, given up).
+    unwritten: int = 0
 
 
 def status_of(line: RunLine) -> str:
@@ -51,6 +53,8 @@ def status_of(line: RunLine) -> str:
     Example:
         >>> status_of(RunLine("t", "id", 3, 0, offline=True, finished=True))
         'finished, saved locally, not uploaded'
+        >>> status_of(RunLine("t", "id", 3, 1, offline=True, finished=True, unwritten=2))
+        'failed (exit code 1), 2 rows not written to disk, saved locally, not uploaded'
     """
     if line.given_up:
         status = "W&B workers kept dying; logging given up"
@@ -62,6 +66,8 @@ def status_of(line: RunLine) -> str:
         status = "interrupted"
     else:
         status = f"failed (exit code {line.exit_code})"
+    if line.unwritten:
+        status += f", {line.unwritten} rows not written to disk"
     if line.offline or not line.finished:
         status += ", saved locally, not uploaded"
     return status

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import pickle
 import select
 import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -26,14 +28,18 @@ import cloudpickle
 from tune_wandb import _filters, _runfile, _settings, _wandb_compat
 from tune_wandb._protocol import (
     EXIT_DRIVER_LOST,
+    EXIT_HUNG,
+    EXIT_SERVICE_LOST,
     Batch,
     Confirmed,
     FinishRun,
+    Heartbeat,
     LogRow,
     PieceSettled,
     RunFinished,
     RunStarted,
     UploadCheckpoint,
+    UseService,
     WorkerLog,
     WorkerSetup,
 )
@@ -51,13 +57,27 @@ _UPLOAD_DEAD_PIECE_SECONDS = 60.0
 #: How long after ``wandb.finish`` a worker waits for wandb-core to write the
 #: end of the run file.
 _FILE_CLOSE_SECONDS = 30.0
+#: How many times a worker starts a new wandb-core for its run before a new
+#: worker takes the run over.
+_MAX_SERVICE_RESTARTS = 2
+#: How long a worker waits for the launcher's new shared wandb-core.
+_SERVICE_RESTART_SECONDS = 15.0
+#: How often the watchdog thread tells the driver the worker lives.
+_HEARTBEAT_SECONDS = 1.0
+#: A ``run.log`` call waiting this long means a hung wandb-core: it is ended.
+_STUCK_SECONDS = 10.0
+#: A wandb-core stopped (SIGSTOP) this long is ended: stopped, it never resumes by itself.
+_STOPPED_SECONDS = 2.0
+#: Rows logged that have not reached the run file after this long mean the
+#: disk does not take them (wandb-core writes the file every second).
+_STALL_SECONDS = 10.0
 
 
 def worker_main(
     sock_fd: int,
     payload: bytes,
     inherited_fds: tuple[int, ...] = (),
-    service_token: str | None = None,
+    service: tuple[str, int] | None = None,
     requirements: str | None = None,
 ) -> None:
     """Run one trial's W&B run; the launcher's fork target.
@@ -66,10 +86,10 @@ def worker_main(
         sock_fd: this worker's end of its socket to the driver.
         payload: the cloudpickled :class:`~tune_wandb._protocol.WorkerSetup`.
         inherited_fds: descriptors inherited from the launcher that belong to
-            it (its own socket to the driver), closed here so that the driver
-            sees the launcher's end when the launcher exits.
-        service_token: the address of the experiment's shared wandb-core
-            (a ``WANDB_SERVICE`` value), None to start one of its own.
+            it (its own socket to the driver, other workers' sockets), closed
+            here so that their peers see them close when their owners do.
+        service: the address (a ``WANDB_SERVICE`` value) and pid of the
+            experiment's shared wandb-core, None to start one of its own.
         requirements: the environment's ``requirements.txt``, listed once by
             the launcher, saved with the run instead of wandb listing it again.
     """
@@ -79,12 +99,12 @@ def worker_main(
             os.close(fd)
     conn = Connection(sock_fd)
     setup: WorkerSetup = cloudpickle.loads(payload)
-    code = _Worker(conn, setup, service_token, requirements).run()
+    code = _Worker(conn, setup, service, requirements).run()
     sys.exit(code)
 
 
-class _DriverWatch:
-    """Tells when the driver's process is gone (a forked worker's parent is the launcher)."""
+class _PidWatch:
+    """Tells when a process that is not this one's child is gone (a pidfd, else polling)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -107,35 +127,142 @@ class _DriverWatch:
             return False
         return False
 
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a debugger): it makes no progress."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses.
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state in (b"T", b"t")
+
+
+class _ServiceLostError(Exception):
+    """This worker's wandb-core died (or was ended as hung) under its run."""
+
+
+class _HandOverError(Exception):
+    """The worker cannot go on with its run; a new worker must take it over.
+
+    ``exit_code`` is the worker's own exit code.
+    """
+
+    def __init__(self, exit_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
+
+
+class _Watchdog:
+    """A thread of the worker's own: a heartbeat to the driver, and wandb-core watched.
+
+    Every second it tells the driver the worker is alive (a stopped or frozen
+    worker falls silent, and the driver replaces it). It ends wandb-core
+    (SIGKILL) when it has been stopped, or has kept a ``run.log`` call waiting,
+    for ``_STUCK_SECONDS``: the call then fails with a lost connection, and the
+    worker starts a new wandb-core (see :meth:`_Worker._recover`). A main
+    loop still stuck ``_STUCK_SECONDS`` later is hung in wandb itself: the
+    process exits, and a new worker takes the run over.
+    """
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self._stop = threading.Event()
+        self._stopped_since: float | None = None
+        self._killed_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="tune-wandb-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_HEARTBEAT_SECONDS):
+            self.worker._send(Heartbeat())
+            self._check(time.monotonic())
+
+    def _check(self, now: float) -> None:
+        worker = self.worker
+        pid = worker.service_pid
+        stage, since = worker.stage
+        if pid is not None and _stopped(pid):
+            self._stopped_since = self._stopped_since or now
+        else:
+            self._stopped_since = None
+        stuck_in_log = stage == "log" and now - since > _STUCK_SECONDS
+        stopped_for = now - self._stopped_since if self._stopped_since is not None else 0.0
+        core_stopped = stopped_for > _STOPPED_SECONDS
+        if (stuck_in_log or core_stopped) and pid is not None and self._killed_at is None:
+            self._killed_at = now
+            worker._say(
+                logging.WARNING,
+                f"its wandb-core (pid {pid}) is {'stopped' if core_stopped else 'hung'}; it is "
+                "ended and a new one takes over",
+            )
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        elif stage != "log":
+            self._killed_at = None
+        if stuck_in_log and self._killed_at is not None and now - self._killed_at > _STUCK_SECONDS:
+            worker._say(logging.ERROR, "hung in wandb.log; a new worker takes the run over")
+            os._exit(EXIT_HUNG)
+
 
 class _Worker:
     def __init__(
         self,
         conn: Connection,
         setup: WorkerSetup,
-        service_token: str | None,
+        service: tuple[str, int] | None,
         requirements: str | None,
     ) -> None:
         self.conn = conn
         self.setup = setup
-        self.service_token = service_token
+        self.shared_service = service
         self.requirements = requirements
         self.wb: Any = None
-        self.rows = 0
         self.warned: set[str] = set()
-        self.driver = _DriverWatch(setup.driver_pid)
-        #: Seqs of rows logged (each a history record) not yet seen in the run file.
-        self.logged: collections.deque[int] = collections.deque()
+        self.driver = _PidWatch(setup.driver_pid)
+        self._send_lock = threading.Lock()
+        #: Rows and checkpoints handled and not yet seen in the run file, in
+        #: order: logged again if wandb-core dies before writing them.
+        self.unconfirmed: collections.deque[_Handled] = collections.deque()
         self.counter: _runfile.HistoryCounter | None = None
         self.confirmed_history = 0
         self.last_confirm = 0.0
+        #: Seqs of the rows logged (a row logged again after a restart counts once).
+        self.logged_seqs: set[int] = set()
+        #: The wandb-core this worker's run talks to, watched for its death.
+        self.service_pid: int | None = None
+        self.service_watch: _PidWatch | None = None
+        self.restarts = 0
+        #: What the main thread is doing in wandb, and since when (for the watchdog).
+        self.stage: tuple[str, float] = ("start", time.monotonic())
+        #: Rows that have not reached the run file for _STALL_SECONDS (said once).
+        self.stalled = False
+        #: Batches read while waiting for a new shared wandb-core, handled after.
+        self.held: collections.deque[Any] = collections.deque()
+        #: Messages to log again in a new piece after wandb-core died, in order.
+        self.redo: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
 
     # -- messages to the driver --------------------------------------------
 
     def _send(self, message: object) -> None:
-        # The driver may be gone; the run's data is on disk either way.
-        with contextlib.suppress(OSError):
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # The watchdog thread sends too: one frame at a time. The driver may
+        # be gone; the run's data is on disk either way.
+        with self._send_lock, contextlib.suppress(OSError):
+            self.conn.send_bytes(data)
 
     def _say(self, level: int, text: str) -> None:
         self._send(WorkerLog(level, f"trial {self.setup.trial_name}: {text}"))
@@ -145,17 +272,28 @@ class _Worker:
             self.warned.add(key)
             self._say(logging.WARNING, text)
 
+    def _doing(self, stage: str) -> None:
+        self.stage = (stage, time.monotonic())
+
     # -- the run ------------------------------------------------------------
 
     def run(self) -> int:
         self._apply_env()
+        watchdog = _Watchdog(self)
+        watchdog.start()
         try:
-            self._start_run()
-        except Exception as exc:
-            self._say(logging.ERROR, f"could not start a W&B run, not even offline: {exc!r}")
-            return 1
-        exit_code = self._loop()
-        self._finish(exit_code)
+            try:
+                self._start_run()
+            except Exception as exc:
+                self._say(logging.ERROR, f"could not start a W&B run, not even offline: {exc!r}")
+                return 1
+            exit_code = self._loop()
+            self._finish(exit_code)
+        except _HandOverError as handover:
+            self._say(logging.ERROR, f"{handover}; a new worker takes the run over")
+            return handover.exit_code
+        finally:
+            watchdog.stop()
         return 0
 
     def _apply_env(self) -> None:
@@ -168,15 +306,20 @@ class _Worker:
         os.environ.update(self.setup.env)
         # wandb prints outside any run's settings too (e.g. "Encoding video...").
         os.environ.setdefault("WANDB_SILENT", "true")
-        if self.service_token and "WANDB_SERVICE" not in self.setup.env:
-            os.environ["WANDB_SERVICE"] = self.service_token
+        if self.shared_service and "WANDB_SERVICE" not in self.setup.env:
+            os.environ["WANDB_SERVICE"] = self.shared_service[0]
+        else:
+            self.shared_service = None
 
     def _start_run(self) -> None:
-        import wandb
-
+        self._doing("start")
         if self.setup.replaces is not None:
             self._take_over(self.setup.replaces)
+        self._init_run()
 
+    def _init_run(self) -> None:
+        """``wandb.init`` of the run (resumed, in a new piece, if it has pieces already)."""
+        self._doing("init")
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
         suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
@@ -187,41 +330,14 @@ class _Worker:
             settings["x_save_requirements"] = False
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
-        offline = _settings.offline_or_disabled(kwargs, os.environ)
-        failed: Exception | None = None
-        if not offline:
-            # wandb.init waits for W&B up to its init_timeout (90 s by default),
-            # longer than the driver may wait (upload_timeout): stopped meanwhile,
-            # the worker logs offline what it was sent instead of dying with it.
-            signal.signal(signal.SIGTERM, _stop_waiting)
-        try:
-            self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
-        except Exception as exc:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if offline:
-                raise
-            failed = exc
-            # The failed run's stream stays in wandb-core, its id "in use" for
-            # the offline run, and a graceful teardown waits on the W&B that did
-            # not answer: end this worker's own wandb-core, and start again on
-            # a new one of its own (a shared one is left alone).
-            os.environ.pop("WANDB_SERVICE", None)
-            _wandb_compat.kill_own_service()
-            with contextlib.suppress(Exception, SystemExit):
-                wandb.teardown()
-            settings.pop("api_key", None)
-            kwargs["mode"] = "offline"
-            self.wb = wandb.init(settings=wandb.Settings(**settings), **kwargs)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        run = self.wb
-        if failed is not None:
-            where = run.settings.sync_dir
-            self._say(
-                logging.WARNING,
-                f"wandb.init failed ({failed!r}); logging offline instead, in {where}. "
-                f"Upload it later with: wandb sync {where}",
-            )
+        self.wb = run = self._wandb_init(kwargs, settings)
         self.counter = _runfile.HistoryCounter(run.settings.sync_file)
+        self.confirmed_history = 0
+        own = _wandb_compat.own_service_process()
+        if self.shared_service is not None:
+            self._watch_service(self.shared_service[1])
+        else:
+            self._watch_service(own.pid if own is not None else None)
         if run.offline:
             # wandb stages artifact files in a per-user directory until they are
             # uploaded; an offline run's must travel with the run (to storage,
@@ -241,8 +357,53 @@ class _Worker:
                 url=None if run.offline else run.url,
                 run_dir=run.settings.sync_dir,
                 offline=bool(run.offline),
+                service_pid=None if self.shared_service else self.service_pid,
             )
         )
+        self._doing("idle")
+
+    def _wandb_init(self, kwargs: dict[str, Any], settings: dict[str, Any]) -> Any:
+        """``wandb.init``; online, offline instead if W&B does not answer (said once)."""
+        import wandb
+
+        offline = _settings.offline_or_disabled(kwargs, os.environ)
+        if not offline:
+            # wandb.init waits for W&B up to its init_timeout (90 s by default),
+            # longer than the driver may wait (upload_timeout): stopped meanwhile,
+            # the worker logs offline what it was sent instead of dying with it.
+            signal.signal(signal.SIGTERM, _stop_waiting)
+        try:
+            return wandb.init(settings=wandb.Settings(**settings), **kwargs)
+        except Exception as exc:
+            if offline:
+                raise
+            failed = exc
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The failed run's stream stays in wandb-core, its id "in use" for the
+        # offline run, and a graceful teardown waits on the W&B that did not
+        # answer: end this worker's own wandb-core, and start again on a new
+        # one of its own (a shared one is left alone).
+        os.environ.pop("WANDB_SERVICE", None)
+        self.shared_service = None
+        _wandb_compat.kill_own_service()
+        with contextlib.suppress(Exception, SystemExit):
+            wandb.teardown()
+        settings.pop("api_key", None)
+        run = wandb.init(settings=wandb.Settings(**settings), **{**kwargs, "mode": "offline"})
+        where = run.settings.sync_dir
+        self._say(
+            logging.WARNING,
+            f"wandb.init failed ({failed!r}); logging offline instead, in {where}. "
+            f"Upload it later with: wandb sync {where}",
+        )
+        return run
+
+    def _watch_service(self, pid: int | None) -> None:
+        if self.service_watch is not None:
+            self.service_watch.close()
+        self.service_pid = pid
+        self.service_watch = _PidWatch(pid) if pid is not None else None
 
     def _take_over(self, run_file: str) -> None:
         """Before resuming the run: settle the piece a dead predecessor left."""
@@ -255,7 +416,7 @@ class _Worker:
         # The dead worker's wandb-core may still be writing its piece; once it is
         # complete, the driver learns how many rows landed there, and sends the
         # rows it handed over beyond those.
-        self._send(PieceSettled(_wait_until_quiet(run_file)))
+        self._send(PieceSettled(_wait_until_complete(run_file, self.setup.replaces_writer)))
         if not uploaded:
             self._upload_dead_piece(run_file)
 
@@ -332,58 +493,208 @@ class _Worker:
             self._say(logging.WARNING, f"could not save requirements.txt with the run: {exc!r}")
 
     def _loop(self) -> int:
-        waitables = [self.conn, *self.driver.waitables()]
+        """Log what the driver sends until the end marker; its exit code."""
         while True:
+            try:
+                return self._serve()
+            except _ServiceLostError:
+                self._recover()
+
+    def _serve(self) -> int:
+        while self.held:
+            code = self._handle_frame(self.held.popleft())
+            if code is not None:
+                return code
+        while True:
+            watch = self.service_watch
+            waitables = [self.conn, *self.driver.waitables()]
+            if watch is not None:
+                waitables += watch.waitables()
             ready = wait(waitables, timeout=_DRIVER_POLL_SECONDS)
             self._confirm()
-            if not ready:
-                if self.driver.gone():
+            if watch is not None and (set(ready) & set(watch.waitables()) or watch.gone()):
+                raise _ServiceLostError(f"wandb-core (pid {watch.pid}) exited")
+            if self.conn not in ready:
+                if (ready and self.conn not in ready) or self.driver.gone():
                     return self._driver_lost()
                 continue
-            if self.conn not in ready:
-                return self._driver_lost()
             try:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 return self._driver_lost()
             try:
-                batch = pickle.loads(data)
+                frame = pickle.loads(data)
             except Exception as exc:
                 # A value the driver could pickle and this process cannot load
                 # (a class from the user's __main__ inside a wandb.Table): the
                 # batch is lost, the worker lives on.
                 self._say(logging.ERROR, f"could not read a batch of results ({exc!r}); skipped")
                 continue
-            assert isinstance(batch, Batch), f"unexpected message {type(batch).__name__}"
-            for message in batch.messages:
-                if isinstance(message, FinishRun):
-                    return message.exit_code
-                self._handle(message)
+            code = self._handle_frame(frame)
+            if code is not None:
+                return code
+
+    def _handle_frame(self, frame: Any) -> int | None:
+        """Handle a frame from the driver; the exit code at the end marker."""
+        if isinstance(frame, UseService):
+            self._use_service(frame)
+            return None
+        assert isinstance(frame, Batch), f"unexpected message {type(frame).__name__}"
+        for message in frame.messages:
+            if isinstance(message, FinishRun):
+                return message.exit_code
+            self._handle(message)
+        return None
+
+    def _use_service(self, message: UseService) -> None:
+        """The shared wandb-core was started again: the next ``wandb.init`` uses it."""
+        if self.shared_service is not None:
+            self.shared_service = (message.token, message.pid)
+            os.environ["WANDB_SERVICE"] = message.token
 
     def _handle(self, message: LogRow | UploadCheckpoint) -> None:
-        if isinstance(message, LogRow):
-            if self._log(message):
-                self.logged.append(message.seq)
-        elif isinstance(message, UploadCheckpoint):
-            self._upload_checkpoint(message)
+        """Log a row or upload a checkpoint; kept until the run file holds it.
 
-    def _confirm(self) -> None:
+        Raises:
+            _ServiceLostError: wandb-core died: the message is logged again
+                once a new one runs the run.
+        """
+        # Kept first: if wandb-core dies in the call, the message is logged again.
+        handled = _Handled(message, recorded=False, at=time.monotonic())
+        self.unconfirmed.append(handled)
+        if isinstance(message, LogRow):
+            self.logged_seqs.add(message.seq)
+            self._doing("log")
+            try:
+                handled.recorded = self._log(message)
+            finally:
+                self._doing("idle")
+        else:
+            self._doing("upload")
+            try:
+                self._upload_checkpoint(message)
+            finally:
+                self._doing("idle")
+
+    def _recover(self) -> None:
+        """wandb-core died under the run: a new one, the same run in a new piece.
+
+        What the dead wandb-core wrote is final: the rows it holds are
+        confirmed, the others are logged again in the new piece, in order.
+        At most ``_MAX_SERVICE_RESTARTS`` times; after that, a new worker
+        takes the run over (the driver sends it what is unconfirmed).
+
+        Raises:
+            _HandOverError: wandb-core died once too often.
+        """
+        import wandb
+
+        while True:
+            if self.restarts >= _MAX_SERVICE_RESTARTS:
+                raise _HandOverError(
+                    EXIT_SERVICE_LOST, f"its wandb-core died {self.restarts + 1} times"
+                )
+            self.restarts += 1
+            self._say(
+                logging.WARNING,
+                f"its wandb-core died; a new one continues the run in a new piece "
+                f"(restart {self.restarts} of {_MAX_SERVICE_RESTARTS})",
+            )
+            # Clears wandb's connection and WANDB_SERVICE, whatever it raises.
+            with contextlib.suppress(BaseException):
+                wandb.teardown()
+            if self.shared_service is not None:
+                self._await_shared_service()
+            # The dead piece is final: confirm what it holds, log the rest again,
+            # before what was not handled yet.
+            self._confirm(force=True)
+            self.redo.extendleft(reversed([h.message for h in self.unconfirmed]))
+            self.unconfirmed.clear()
+            try:
+                self._init_run()
+                while self.redo:
+                    self._handle(self.redo.popleft())
+            except _ServiceLostError:
+                continue  # died again: what it was given is unconfirmed or still to redo
+            except Exception as exc:
+                raise _HandOverError(
+                    EXIT_SERVICE_LOST, f"could not start its run again ({exc!r})"
+                ) from exc
+            return
+
+    def _await_shared_service(self) -> None:
+        """Wait (bounded) for the launcher's new shared wandb-core, else use one of our own."""
+        dead = self.shared_service
+        deadline = time.monotonic() + _SERVICE_RESTART_SECONDS
+        while self.shared_service == dead and time.monotonic() < deadline:
+            if not self.conn.poll(0.2):
+                continue
+            try:
+                frame = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            if isinstance(frame, UseService):
+                self._use_service(frame)
+            else:
+                self.held.append(frame)
+        if self.shared_service == dead:
+            self._say(
+                logging.WARNING,
+                "the shared wandb-core was not started again in time; this run starts one of "
+                "its own",
+            )
+            self.shared_service = None
+            os.environ.pop("WANDB_SERVICE", None)
+        else:
+            assert self.shared_service is not None
+            os.environ["WANDB_SERVICE"] = self.shared_service[0]
+
+    def _confirm(self, force: bool = False) -> None:
         """Tell the driver which rows are in the run file, about once a second.
 
         The driver keeps every row it sent until then, to send again to a
-        replacement if this worker dies.
+        replacement if this worker dies. Rows that do not reach the file for
+        ``_STALL_SECONDS`` while wandb-core runs mean a full or read-only
+        disk: said once, and the run ends with exit code 1.
         """
         now = time.monotonic()
-        if not self.logged or self.counter is None or now - self.last_confirm < _CONFIRM_SECONDS:
+        if not self.unconfirmed or self.counter is None:
+            return
+        if not force and now - self.last_confirm < _CONFIRM_SECONDS:
             return
         self.last_confirm = now
         count = self.counter.update()
         seq = None
-        while self.confirmed_history < count and self.logged:
-            seq = self.logged.popleft()
-            self.confirmed_history += 1
+        while self.confirmed_history < count and self.unconfirmed:
+            handled = self.unconfirmed.popleft()
+            if handled.recorded:
+                self.confirmed_history += 1
+            seq = handled.message.seq
         if seq is not None:
             self._send(Confirmed(seq=seq, history=count))
+        self._check_writes(now)
+
+    def _check_writes(self, now: float) -> None:
+        oldest = next((h.at for h in self.unconfirmed if h.recorded), None)
+        if self.stalled or oldest is None or now - oldest < _STALL_SECONDS:
+            return
+        if self.service_pid is not None and _stopped(self.service_pid):
+            return  # not a disk: the watchdog sees to a stopped wandb-core
+        self.stalled = True
+        run_dir = self.wb.settings.sync_dir
+        unwritten = self._unwritten()
+        cause = _write_error(run_dir)
+        self._say(
+            logging.ERROR,
+            f"{unwritten} rows have not reached its run file in {run_dir} for "
+            f"{_STALL_SECONDS:g} s ({cause or 'is the disk full or read-only?'}). They stay "
+            "in the driver's memory until the experiment ends; the run will end with exit "
+            "code 1.",
+        )
+
+    def _unwritten(self) -> int:
+        """Rows logged that the run file does not hold (yet)."""
+        return sum(1 for h in self.unconfirmed if h.recorded)
 
     def _driver_lost(self) -> int:
         self._say(logging.WARNING, "lost the Tune driver; finishing the run with what it has")
@@ -396,6 +707,8 @@ class _Worker:
         if message.config:
             try:
                 run.config.update(message.config, allow_val_change=True)
+            except ConnectionError as exc:
+                raise _ServiceLostError(repr(exc)) from exc
             except Exception as exc:
                 self._warn_once("config", f"could not update the run config: {exc!r}")
         for key in _WANDB_OWN_KEYS:
@@ -409,9 +722,10 @@ class _Worker:
         notes = _filters.arrays_to_media(row, self.setup.image_kwargs, self.setup.video_kwargs)
         for key, note in notes.items():
             self._warn_once(key, note)
-        self.rows += 1
         try:
             run.log(row)
+        except ConnectionError as exc:
+            raise _ServiceLostError(repr(exc)) from exc
         except Exception:
             return self._log_keywise(row)
         return True
@@ -427,6 +741,8 @@ class _Worker:
         for key, value in row.items():
             try:
                 run.log({key: value}, commit=False)
+            except ConnectionError as exc:
+                raise _ServiceLostError(repr(exc)) from exc
             except Exception as exc:
                 name = _utf8_key(key)
                 if name == key:
@@ -440,6 +756,8 @@ class _Worker:
                     self._warn_once(key, f"key {key!r} is not valid UTF-8; logged as {name!r}")
         try:
             run.log({}, commit=True)
+        except ConnectionError as exc:
+            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
             self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
             return False
@@ -460,10 +778,22 @@ class _Worker:
             if message.iteration is not None:
                 aliases.append(f"iteration_{message.iteration}")
             self.wb.log_artifact(artifact, aliases=aliases)
+        except ConnectionError as exc:
+            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
             self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
 
     def _finish(self, exit_code: int) -> None:
+        """Finish the run (in a new piece if wandb-core dies meanwhile) and report it."""
+        while True:
+            try:
+                self._finish_run(exit_code)
+            except _ServiceLostError:
+                self._recover()
+            else:
+                return
+
+    def _finish_run(self, exit_code: int) -> None:
         import wandb
 
         run = self.wb
@@ -473,27 +803,52 @@ class _Worker:
         disabled = bool(getattr(run, "disabled", False))
         # Online, finish() returns once wandb uploaded the run.
         uploaded = not offline and not disabled
+        self._doing("finish")
         try:
             run.finish(exit_code=exit_code)
+        except ConnectionError as exc:
+            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
             uploaded = False
             self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
         # A shared wandb-core writes the end of the file after finish() returns.
-        if not disabled and not _runfile.wait_for_exit_record(run_file, _FILE_CLOSE_SECONDS):
+        if not disabled and not self._await_exit_record(run_file) and not self.stalled:
+            if self.service_watch is not None and self.service_watch.gone():
+                raise _ServiceLostError("wandb-core exited before the run file was complete")
             self._say(
                 logging.WARNING,
                 f"the run file {run_file} had no exit record {_FILE_CLOSE_SECONDS:g}s after "
                 "wandb.finish; what it holds is kept",
             )
+        self._confirm(force=True)
+        unwritten = self._unwritten() if self.stalled else 0
+        if unwritten:
+            exit_code = 1  # rows are missing from the run: it did not succeed
         if uploaded:
             # So that `python -m tune_wandb sync` (and `wandb sync`) leave it alone.
             _runfile.mark_uploaded(run_file)
         if self.setup.storage is not None:
+            self._doing("copy")
             run_dir = self._copy_to_storage(run_dir)
-        self._send(RunFinished(exit_code, self.rows, run_dir, offline))
+        rows = len(self.logged_seqs)
+        self._send(RunFinished(exit_code, rows, run_dir, offline, unwritten=unwritten))
         # Ends this worker's wandb-core service, if it has one of its own, now
         # rather than at interpreter exit.
-        wandb.teardown()
+        self._doing("teardown")
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+
+    def _await_exit_record(self, run_file: str) -> bool:
+        """Wait for the run file's exit record; False at once if wandb-core is gone."""
+        deadline = time.monotonic() + _FILE_CLOSE_SECONDS
+        while not _runfile.wait_for_exit_record(run_file, 0.5):
+            self._confirm()  # rows that never reach the file are said within _STALL_SECONDS
+            if time.monotonic() >= deadline or self.stalled:
+                return False
+            if self.service_watch is not None and self.service_watch.gone():
+                # Gone, it may have written the end just before: one last look.
+                return _runfile.wait_for_exit_record(run_file, 0.0)
+        return True
 
     def _copy_to_storage(self, local_dir: str) -> str:
         target = self.setup.storage
@@ -566,8 +921,20 @@ def _download(filesystem: Any, path: str) -> str:
 _STAGING_DIR = "artifact-staging"
 
 
-def _wait_until_quiet(run_file: str) -> int:
-    """Wait until a dead worker's run file is complete; its history record count."""
+def _wait_until_complete(run_file: str, writer: int | None) -> int:
+    """Wait until a dead worker's run file is complete; its history record count.
+
+    Complete: its wandb-core (``writer``) is gone, or, where it is not known,
+    the file ends with its exit record or has not grown for ``_QUIET_SECONDS``.
+    """
+    if writer is not None:
+        watch = _PidWatch(writer)
+        deadline = time.monotonic() + _QUIET_MAX_SECONDS
+        while not watch.gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watch.close()
+        if time.monotonic() < deadline:
+            return _runfile.HistoryCounter(run_file).update()
     counter = _runfile.HistoryCounter(run_file)
     deadline = time.monotonic() + _QUIET_MAX_SECONDS
     last_size, last_change = -1, time.monotonic()
@@ -583,6 +950,39 @@ def _wait_until_quiet(run_file: str) -> int:
         if counter.exited or now - last_change >= _QUIET_SECONDS or now >= deadline:
             return counter.count
         time.sleep(0.2)
+
+
+class _Handled:
+    """A message the worker handled, kept until its run file holds it."""
+
+    __slots__ = ("at", "message", "recorded")
+
+    def __init__(self, message: LogRow | UploadCheckpoint, recorded: bool, at: float) -> None:
+        self.message = message
+        #: It made a history record (a row wandb took): confirmations count these.
+        self.recorded = recorded
+        self.at = at
+
+
+def _write_error(run_dir: str) -> str:
+    """The last write error wandb-core logged for a run (its debug-internal.log), if any."""
+    path = os.path.join(run_dir, "logs", "debug-internal.log")
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 65536))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            message = str(json.loads(line).get("msg", ""))  # wandb-core logs JSON lines
+        except (ValueError, AttributeError):
+            continue  # a torn line (the log may be cut short by the same disk)
+        lowered = message.lower()
+        if any(word in lowered for word in ("too large", "no space", "read-only", "write")):
+            # "...: write <path>: file too large": the last part is the cause.
+            return message.rsplit(": ", 1)[-1].strip()[:200]
+    return ""
 
 
 def _artifact_safe(name: str) -> str:

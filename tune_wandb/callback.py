@@ -506,6 +506,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                     offline=finished.offline if finished is not None else True,
                     finished=finished is not None,
                     given_up=run.state is RunState.GIVEN_UP,
+                    unwritten=(
+                        finished.unwritten
+                        if finished is not None
+                        else run.ledger.not_written
+                        if run.state is RunState.GIVEN_UP
+                        else 0
+                    ),
                 )
             )
         return lines
