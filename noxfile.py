@@ -23,6 +23,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def unit(session: nox.Session) -> None:
+    """The unit layer alone: pure logic and doctests, in seconds (no Ray, no processes)."""
+    install(session, "test")
+    session.run("pytest", "-m", "unit", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Check style and common mistakes with ruff."""
     session.install("ruff>=0.6")

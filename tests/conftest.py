@@ -17,6 +17,13 @@ OUR_PROCESSES = ("tune_wandb._launcher", "wandb-core")
 _SESSION_START = time.time()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The package's doctests are unit tests (pure logic, run by ``nox -s unit``)."""
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):
+            item.add_marker(pytest.mark.unit)
+
+
 def our_processes() -> list[psutil.Process]:
     """Every live launcher, worker (forked launchers) and wandb-core of this test session.
 

@@ -68,16 +68,30 @@ def running(pid: int) -> bool:
         return False
 
 
+def go_online(server: Any, monkeypatch: Any, home: Path) -> None:
+    """The driver online against the W&B test server (the callback hands WANDB_* to workers)."""
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    server.require_key = server.api_key
+
+
 # -- the callback without Ray ----------------------------------------------------------------
 
 
 @dataclass
 class FakeStorage:
-    """The parts of Ray's ``StorageContext`` the callback reads, on the local disk."""
+    """The parts of Ray's ``StorageContext`` the callback reads.
+
+    ``experiment_path`` is on ``storage_filesystem`` (None: the local disk);
+    the driver's staging directory is always local, beside ``staging_root``.
+    """
 
     experiment_path: Path
     trial_dir_name: str
     storage_filesystem: Any = None
+    staging_root: Path | None = None
 
     @property
     def experiment_fs_path(self) -> str:
@@ -85,12 +99,17 @@ class FakeStorage:
 
     @property
     def experiment_driver_staging_path(self) -> str:
-        return str(self.experiment_path.parent / "staging" / self.experiment_path.name)
+        root = self.staging_root or self.experiment_path.parent / "staging"
+        return str(root / self.experiment_path.name)
 
 
 @dataclass
 class FakeTrial:
-    """What the callback reads of a Tune ``Trial``, for simulated trials without Ray actors."""
+    """What the callback reads of a Tune ``Trial``, for simulated trials without Ray actors.
+
+    With ``filesystem`` (a pyarrow filesystem), the experiment is stored
+    there, as on non-local storage, and staged under ``staging_root``.
+    """
 
     trial_id: str
     experiment: Path
@@ -98,9 +117,13 @@ class FakeTrial:
     status: str = "RUNNING"
     checkpoint: Any = None
     last_result: dict[str, Any] = field(default_factory=dict)
+    filesystem: Any = None
+    staging_root: Path | None = None
 
     def __post_init__(self) -> None:
-        self.storage = FakeStorage(self.experiment, f"train_{self.trial_id}")
+        self.storage = FakeStorage(
+            self.experiment, f"train_{self.trial_id}", self.filesystem, self.staging_root
+        )
         self.path = str(self.experiment / self.storage.trial_dir_name)
         self.local_path = self.path
 
@@ -132,13 +155,11 @@ class SignalWorker(tune.Callback):
         at: int,
         sig: int,
         settle: float = 0.0,
-        wait_exit: bool = False,
     ) -> None:
         self.logger_callback = logger_callback
         self.at = at
         self.sig = sig
         self.settle = settle
-        self.wait_exit = wait_exit
         self.signalled: list[int] = []
 
     def on_trial_result(
@@ -153,10 +174,6 @@ class SignalWorker(tune.Callback):
         assert pid is not None
         os.kill(pid, self.sig)
         self.signalled.append(pid)
-        if self.wait_exit:
-            # Until the driver knows: rows sent to a worker that is already dead
-            # but not yet seen dead are not re-sent yet.
-            wait_for(lambda: run.deaths >= 1)
 
 
 # -- user scripts --------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ OPS = st.lists(
     max_size=60,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @settings(max_examples=200, deadline=None)
 @given(limit=st.integers(1, 20), chunk=st.integers(1, 20), ops=OPS)

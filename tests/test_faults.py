@@ -1,8 +1,10 @@
-"""Fault tolerance (issue #6): each fault proven in the run files and at the test server.
+"""Faults through real Tune: retries and restores, Ctrl-C, a dead driver, bad values, W&B down.
 
 Every scenario counts each run's rows by ``training_iteration``: in the run
 files on disk (offline, or what an online worker wrote beside its uploads) and
-at the W&B-compatible test server (online). docs/faults.md sums them up.
+at the W&B-compatible test server (online). The deaths and freezes of our own
+processes at every stage are tests/test_fault_matrix.py's; docs/faults.md sums
+both up.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 import trainables
 from conftest import wait_no_processes
 from ray import tune
-from support import ENDLESS, SignalWorker, running
+from support import ENDLESS, go_online, running
 from wandb_reader import find_runs, run_of_trial
 from wandb_server import RunRecord, WandbServer
 
@@ -33,15 +34,6 @@ from tune_wandb._protocol import EXIT_DRIVER_LOST, EXIT_INTERRUPTED
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session", "no_leftover_processes")]
 
 TESTS = Path(__file__).parent
-
-
-def go_online(server: WandbServer, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    """The driver online against the test server; the callback hands WANDB_* to its workers."""
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    server.require_key = server.api_key
 
 
 def in_mode(
@@ -86,109 +78,7 @@ class _Clock(tune.Callback):
         return self.completed - self.started
 
 
-# -- 1. a worker killed --------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("mode", "shared"), [("online", False), ("offline", True), ("online", True)]
-)
-def test_killed_worker_is_replaced_and_every_row_lands(
-    mode: str,
-    shared: bool,
-    wandb_server: WandbServer,
-    storage: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Offline with a wandb-core per worker: test_engine's
-    # test_dead_worker_is_replaced_and_the_run_continues.
-    caplog.set_level(logging.WARNING, logger="tune_wandb")
-    in_mode(mode, wandb_server, monkeypatch, tmp_path)
-    callback = WandbLoggerCallback(project="p", shared_service=shared)
-    killer = SignalWorker(callback, at=25, sig=signal.SIGKILL)
-    analysis = tune.run(
-        trainables.report_n,
-        config={"x": 1, "n": 40},
-        name="killed",
-        storage_path=str(storage),
-        callbacks=[callback, killer],
-        verbose=0,
-    )
-    (trial,) = analysis.trials
-    assert len(killer.signalled) == 1
-    assert messages(caplog, str(trial), f"(pid {killer.signalled[0]})", "exit code -9")
-    assert not messages(caplog, "could not start a W&B run")
-    run = run_of_trial(find_runs(storage / "killed"), trial.trial_id)
-    assert len(run.files) == 2  # the dead worker's piece, and its replacement's
-    check_every_row_at_most_one_twice(run.column("training_iteration"), 40)
-    assert run.exit_codes[-1] == 0
-    if mode == "online":
-        (record,) = wandb_server.runs()
-        assert record.run_id == run.run_id
-        assert record.finished and record.exit_code == 0
-        check_every_row_at_most_one_twice(iterations(record), 40)
-        if shared:
-            # The dead stream was finished in the service: nothing went twice.
-            assert record.dropped_rows == 0
-        # Otherwise the replacement uploads the dead worker's piece from its
-        # file; rows its wandb-core had uploaded before dying are sent again
-        # and dropped by the server (their _step does not move forward), as
-        # W&B drops them.
-
-
-class _KillWhileFinishing(tune.Callback):
-    """SIGKILLs a trial's worker ``delay`` s after the trial completed (its end marker sent)."""
-
-    def __init__(self, logger_callback: WandbLoggerCallback, delay: float) -> None:
-        self.logger_callback = logger_callback
-        self.delay = delay
-        #: Whether each kill found the run not finished yet.
-        self.killed_unfinished: list[bool] = []
-
-    def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-        run = self.logger_callback._trials[trial.trial_id].run
-
-        def kill() -> None:
-            pid = run.worker_pid
-            assert pid is not None
-            self.killed_unfinished.append(run.finished is None)
-            os.kill(pid, signal.SIGKILL)
-
-        threading.Timer(self.delay, kill).start()
-
-
-def test_a_worker_killed_while_finishing_online_is_replaced_and_finishes_at_once(
-    wandb_server: WandbServer, storage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Issue #11: the replacement was never told to finish; tune.run waited the
-    # whole upload_timeout and the server's run ended with exit code 1.
-    go_online(wandb_server, monkeypatch, tmp_path / "home")
-    wandb_server.latency = 0.3  # before every answer: finishing takes seconds
-    callback = WandbLoggerCallback(project="p", upload_timeout=120)
-    killer = _KillWhileFinishing(callback, delay=0.5)
-    clock = _Clock()
-    tune.run(
-        trainables.report_n,
-        config={"x": 1, "n": 20},
-        name="finishing",
-        storage_path=str(storage),
-        callbacks=[callback, killer, clock],
-        verbose=0,
-    )
-    returned = time.monotonic()
-    assert killer.killed_unfinished == [True]
-    assert clock.completed is not None
-    assert returned - clock.completed < 60  # far from upload_timeout's 120 s
-    (record,) = wandb_server.runs()
-    assert record.finished and record.exit_code == 0
-    check_every_row_at_most_one_twice(iterations(record), 20)
-    (run,) = find_runs(storage / "finishing").values()
-    assert run.exit_codes[-1] == 0
-    check_every_row_at_most_one_twice(run.column("training_iteration"), 20)
-
-
-# -- 2. a trial retried by Tune, then the experiment restored -------------------
+# -- 1. a trial retried by Tune, then the experiment restored -------------------
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
@@ -247,7 +137,7 @@ def test_retried_and_restored_trial_continues_its_run(
         assert record.dropped_rows == 0  # wandb's _step went on from where the run was
 
 
-# -- 3. Ctrl-C, online -----------------------------------------------------------
+# -- 2. Ctrl-C, online -----------------------------------------------------------
 
 
 def test_ctrl_c_online_finishes_every_run_as_interrupted(
@@ -300,7 +190,7 @@ def test_ctrl_c_online_finishes_every_run_as_interrupted(
     assert wait_no_processes() == []
 
 
-# -- 4. the driver dies, online ----------------------------------------------------
+# -- 3. the driver dies, online ----------------------------------------------------
 
 DRIVER_DIES = textwrap.dedent(
     """
@@ -359,7 +249,7 @@ def test_driver_killed_online_worker_finishes_the_run_and_exits(
     assert wait_no_processes() == []
 
 
-# -- 5. a value that makes wandb.log raise -------------------------------------------
+# -- 4. a value that makes wandb.log raise -------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
@@ -401,7 +291,7 @@ def test_a_value_wandb_log_refuses_is_skipped_and_the_rest_lands(
         assert not any("bad" in row for row in record.history)
 
 
-# -- 6. slow and dead W&B ------------------------------------------------------------
+# -- 5. slow and dead W&B ------------------------------------------------------------
 
 
 def test_a_slow_server_costs_the_trials_nothing(

@@ -35,6 +35,8 @@ from tune_wandb._filters import (
     split_result,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_flatten_joins_nested_keys_with_slash() -> None:
     assert flatten({"a": {"b": {"c": 1}, "d": 2}, "e": 3, 4: {5: 6}}) == {

@@ -21,6 +21,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tune_wandb._ledger import Handover, Ledger
 from tune_wandb._protocol import FinishRun, LogRow, UploadCheckpoint
 
+pytestmark = pytest.mark.unit
+
 
 def row(ledger: Ledger) -> LogRow:
     message = LogRow(ledger.next_seq(), {})

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from tune_wandb import _settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_project_order() -> None:
     env = {"WANDB_PROJECT_NAME": "ray", "WANDB_PROJECT": "wandb"}

@@ -40,6 +40,14 @@ def test_attach_is_wandbs_private_attach() -> None:
     assert "attach_id" in inspect.signature(wandb_init._attach).parameters
 
 
+def test_service_lost_errors_are_wandbs() -> None:
+    from wandb.sdk.lib.service.service_token import WandbServiceConnectionError
+    from wandb.sdk.mailbox.mailbox_handle import HandleAbandonedError
+
+    errors = _wandb_compat.service_lost_errors()
+    assert {ConnectionError, HandleAbandonedError, WandbServiceConnectionError} == set(errors)
+
+
 def test_installed_requirements_lists_wandb() -> None:
     import wandb
 
@@ -62,7 +70,7 @@ _RUN_SCRIPT = textwrap.dedent(
     """
     import sys
     import wandb
-    from tune_wandb import _wandb_compat
+    from tune_wandb import _runfile, _wandb_compat
 
     assert _wandb_compat.has_live_run() is False  # no wandb set up yet
     run = wandb.init(mode="offline", dir=sys.argv[1], project="p",
@@ -74,6 +82,8 @@ _RUN_SCRIPT = textwrap.dedent(
         run.log({"i": i})
     run.finish()
     assert _wandb_compat.has_live_run() is False
+    # finish() may return before wandb-core has written the end of the file.
+    assert _runfile.wait_for_exit_record(run.settings.sync_file, 30)
     print(run.settings.sync_file, flush=True)
     _wandb_compat.kill_own_service()
     assert service.poll() is not None

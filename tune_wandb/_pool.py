@@ -231,6 +231,8 @@ class Run:
         self._generation = 0
         #: The wandb-core that writes the run's last piece (None: unknown, or shared).
         self._piece_writer: int | None = None
+        #: What its workers said (each message is logged once).
+        self._said: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Run {self.key} {self.state.value}>"
@@ -546,9 +548,9 @@ class WorkerPool:
         return took > 0
 
     def _add_result(self, run: Run, result: dict[str, Any]) -> None:
-        if run.state is not RunState.LOGGING:
-            if run.state is not RunState.GIVEN_UP:
-                logger.debug("tune-wandb: a result for %s after its end marker is dropped", run)
+        # A run given up keeps its rows (unsent) until the experiment ends.
+        if run.state not in (RunState.LOGGING, RunState.GIVEN_UP):
+            logger.debug("tune-wandb: a result for %s after its end marker is dropped", run)
             return
         seq = run.ledger.next_seq()
         try:
@@ -857,7 +859,11 @@ class WorkerPool:
         if isinstance(message, Confirmed):
             run.ledger.confirm(message.seq, message.history)
         elif isinstance(message, WorkerLog):
-            logger.log(message.level, "tune-wandb: %s", message.message)
+            # Said once per run: a replacement that fails as its predecessor did
+            # would say the same again.
+            if message.message not in run._said:
+                run._said.add(message.message)
+                logger.log(message.level, "tune-wandb: %s", message.message)
         elif isinstance(message, PieceSettled):
             run.ledger.settled(message.history)
         elif isinstance(message, RunStarted):
@@ -932,7 +938,7 @@ class WorkerPool:
             run.name,
             run._deaths_without_progress,
             run.ledger.not_written,
-            run.run_dir or "the trial's directory",
+            run.run_dir or run.setup.init_kwargs.get("dir") or "the trial's directory",
         )
 
     def _report_death(self, worker: _Worker) -> None:

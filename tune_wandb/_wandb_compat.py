@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import importlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,24 @@ def has_live_run() -> bool | None:
     except Exception:
         return None
     return live
+
+
+@functools.cache
+def service_lost_errors() -> tuple[type[BaseException], ...]:
+    """What wandb raises when its wandb-core is gone, besides a lost connection.
+
+    ``HandleAbandonedError`` (a call waiting on a wandb-core that went,
+    ``wandb.sdk.mailbox.mailbox_handle``) and ``WandbServiceConnectionError``
+    (no wandb-core to connect to, ``wandb.sdk.lib.service.service_token``).
+    """
+    found: list[type[BaseException]] = [ConnectionError]
+    for module, name in (
+        ("wandb.sdk.mailbox.mailbox_handle", "HandleAbandonedError"),
+        ("wandb.sdk.lib.service.service_token", "WandbServiceConnectionError"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), name))
+    return tuple(found)
 
 
 def record_class() -> Any:

@@ -18,6 +18,7 @@ import pickle
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -250,10 +251,9 @@ class _Worker:
         self.stage: tuple[str, float] = ("start", time.monotonic())
         #: Rows that have not reached the run file for _STALL_SECONDS (said once).
         self.stalled = False
-        #: Batches read while waiting for a new shared wandb-core, handled after.
-        self.held: collections.deque[Any] = collections.deque()
-        #: Messages to log again in a new piece after wandb-core died, in order.
-        self.redo: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
+        #: Messages read from the driver and not handled yet, in order (after
+        #: wandb-core died: first those it had not written).
+        self.todo: collections.deque[LogRow | UploadCheckpoint | FinishRun] = collections.deque()
 
     # -- messages to the driver --------------------------------------------
 
@@ -285,7 +285,12 @@ class _Worker:
             try:
                 self._start_run()
             except Exception as exc:
-                self._say(logging.ERROR, f"could not start a W&B run, not even offline: {exc!r}")
+                where = self.setup.init_kwargs.get("dir") or "the trial's directory"
+                self._say(
+                    logging.ERROR,
+                    f"could not start a W&B run in {where}, not even offline: "
+                    f"{type(exc).__name__}: {exc}",
+                )
                 return 1
             exit_code = self._loop()
             self._finish(exit_code)
@@ -313,6 +318,7 @@ class _Worker:
 
     def _start_run(self) -> None:
         self._doing("start")
+        _check_writable(self.setup.init_kwargs.get("dir"))
         if self.setup.replaces is not None:
             self._take_over(self.setup.replaces)
         self._init_run()
@@ -373,7 +379,17 @@ class _Worker:
             # the worker logs offline what it was sent instead of dying with it.
             signal.signal(signal.SIGTERM, _stop_waiting)
         try:
-            return wandb.init(settings=wandb.Settings(**settings), **kwargs)
+            for attempt in range(_MAX_SERVICE_RESTARTS + 1):
+                try:
+                    return wandb.init(settings=wandb.Settings(**settings), **kwargs)
+                except Exception as exc:
+                    lost = isinstance(exc, _wandb_compat.service_lost_errors())
+                    if attempt == _MAX_SERVICE_RESTARTS or not (lost or _own_service_died()):
+                        raise
+                    # Its wandb-core died under it: a new one, the same init.
+                    self._say(logging.WARNING, f"its wandb-core died in wandb.init ({exc!r})")
+                    with contextlib.suppress(BaseException):
+                        wandb.teardown()
         except Exception as exc:
             if offline:
                 raise
@@ -419,6 +435,9 @@ class _Worker:
         self._send(PieceSettled(_wait_until_complete(run_file, self.setup.replaces_writer)))
         if not uploaded:
             self._upload_dead_piece(run_file)
+        if self.setup.storage is not None:
+            # Its copy to storage may have been cut short by its death.
+            self._copy_to_storage(os.path.dirname(run_file))
 
     def _upload_dead_piece(self, run_file: str) -> None:
         """Upload what a dead predecessor wrote and its wandb-core did not upload.
@@ -501,11 +520,8 @@ class _Worker:
                 self._recover()
 
     def _serve(self) -> int:
-        while self.held:
-            code = self._handle_frame(self.held.popleft())
-            if code is not None:
-                return code
-        while True:
+        code = self._drain()
+        while code is None:
             watch = self.service_watch
             waitables = [self.conn, *self.driver.waitables()]
             if watch is not None:
@@ -515,7 +531,7 @@ class _Worker:
             if watch is not None and (set(ready) & set(watch.waitables()) or watch.gone()):
                 raise _ServiceLostError(f"wandb-core (pid {watch.pid}) exited")
             if self.conn not in ready:
-                if (ready and self.conn not in ready) or self.driver.gone():
+                if ready or self.driver.gone():
                     return self._driver_lost()
                 continue
             try:
@@ -530,17 +546,26 @@ class _Worker:
                 # batch is lost, the worker lives on.
                 self._say(logging.ERROR, f"could not read a batch of results ({exc!r}); skipped")
                 continue
-            code = self._handle_frame(frame)
-            if code is not None:
-                return code
+            self._take(frame)
+            code = self._drain()
+        return code
 
-    def _handle_frame(self, frame: Any) -> int | None:
-        """Handle a frame from the driver; the exit code at the end marker."""
+    def _take(self, frame: Any) -> None:
+        """A frame from the driver: a batch's messages join ``todo``; a control frame acts."""
         if isinstance(frame, UseService):
             self._use_service(frame)
-            return None
+            return
         assert isinstance(frame, Batch), f"unexpected message {type(frame).__name__}"
-        for message in frame.messages:
+        self.todo.extend(frame.messages)
+
+    def _drain(self) -> int | None:
+        """Handle the messages read and not handled yet, in order; the end marker's exit code.
+
+        A message is taken off ``todo`` as it is handled: if wandb-core dies
+        meanwhile, the rest are still there for the new one.
+        """
+        while self.todo:
+            message = self.todo.popleft()
             if isinstance(message, FinishRun):
                 return message.exit_code
             self._handle(message)
@@ -600,22 +625,25 @@ class _Worker:
                 f"its wandb-core died; a new one continues the run in a new piece "
                 f"(restart {self.restarts} of {_MAX_SERVICE_RESTARTS})",
             )
+            dead_piece = self.wb.settings.sync_file if self.wb is not None else None
             # Clears wandb's connection and WANDB_SERVICE, whatever it raises.
             with contextlib.suppress(BaseException):
                 wandb.teardown()
             if self.shared_service is not None:
                 self._await_shared_service()
-            # The dead piece is final: confirm what it holds, log the rest again,
-            # before what was not handled yet.
+            # The dead piece is final: confirm what it holds, and log the rest
+            # again, before what was not handled yet.
             self._confirm(force=True)
-            self.redo.extendleft(reversed([h.message for h in self.unconfirmed]))
+            self.todo.extendleft(reversed([h.message for h in self.unconfirmed]))
             self.unconfirmed.clear()
+            if dead_piece is not None:
+                # Online, what it holds may not have reached W&B: from the file,
+                # before the run resumes (so that W&B's step count is right).
+                self._upload_dead_piece(dead_piece)
             try:
                 self._init_run()
-                while self.redo:
-                    self._handle(self.redo.popleft())
             except _ServiceLostError:
-                continue  # died again: what it was given is unconfirmed or still to redo
+                continue
             except Exception as exc:
                 raise _HandOverError(
                     EXIT_SERVICE_LOST, f"could not start its run again ({exc!r})"
@@ -633,10 +661,7 @@ class _Worker:
                 frame = pickle.loads(self.conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            if isinstance(frame, UseService):
-                self._use_service(frame)
-            else:
-                self.held.append(frame)
+            self._take(frame)
         if self.shared_service == dead:
             self._say(
                 logging.WARNING,
@@ -680,6 +705,10 @@ class _Worker:
             return
         if self.service_pid is not None and _stopped(self.service_pid):
             return  # not a disk: the watchdog sees to a stopped wandb-core
+        self._report_stall()
+
+    def _report_stall(self) -> None:
+        """Say once that the run file does not take what is written; the run ends with 1."""
         self.stalled = True
         run_dir = self.wb.settings.sync_dir
         unwritten = self._unwritten()
@@ -691,6 +720,17 @@ class _Worker:
             "in the driver's memory until the experiment ends; the run will end with exit "
             "code 1.",
         )
+
+    def _raise_if_service_lost(self, exc: Exception) -> None:
+        """Turn a wandb call's failure into :class:`_ServiceLostError` if wandb-core is gone.
+
+        One of wandb's errors for a lost wandb-core, or any error while the
+        watched wandb-core is gone.
+        """
+        watch = self.service_watch
+        lost = isinstance(exc, _wandb_compat.service_lost_errors())
+        if lost or (watch is not None and watch.gone()):
+            raise _ServiceLostError(repr(exc)) from exc
 
     def _unwritten(self) -> int:
         """Rows logged that the run file does not hold (yet)."""
@@ -707,9 +747,8 @@ class _Worker:
         if message.config:
             try:
                 run.config.update(message.config, allow_val_change=True)
-            except ConnectionError as exc:
-                raise _ServiceLostError(repr(exc)) from exc
             except Exception as exc:
+                self._raise_if_service_lost(exc)
                 self._warn_once("config", f"could not update the run config: {exc!r}")
         for key in _WANDB_OWN_KEYS:
             if key in row:
@@ -724,9 +763,8 @@ class _Worker:
             self._warn_once(key, note)
         try:
             run.log(row)
-        except ConnectionError as exc:
-            raise _ServiceLostError(repr(exc)) from exc
-        except Exception:
+        except Exception as exc:
+            self._raise_if_service_lost(exc)
             return self._log_keywise(row)
         return True
 
@@ -741,9 +779,8 @@ class _Worker:
         for key, value in row.items():
             try:
                 run.log({key: value}, commit=False)
-            except ConnectionError as exc:
-                raise _ServiceLostError(repr(exc)) from exc
             except Exception as exc:
+                self._raise_if_service_lost(exc)
                 name = _utf8_key(key)
                 if name == key:
                     self._warn_once(key, f"wandb.log refused {key!r} ({exc!r}); skipped")
@@ -756,9 +793,8 @@ class _Worker:
                     self._warn_once(key, f"key {key!r} is not valid UTF-8; logged as {name!r}")
         try:
             run.log({}, commit=True)
-        except ConnectionError as exc:
-            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
+            self._raise_if_service_lost(exc)
             self._warn_once("<row>", f"wandb.log failed for a row ({exc!r}); row skipped")
             return False
         return True
@@ -778,15 +814,16 @@ class _Worker:
             if message.iteration is not None:
                 aliases.append(f"iteration_{message.iteration}")
             self.wb.log_artifact(artifact, aliases=aliases)
-        except ConnectionError as exc:
-            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
+            self._raise_if_service_lost(exc)
             self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
 
     def _finish(self, exit_code: int) -> None:
         """Finish the run (in a new piece if wandb-core dies meanwhile) and report it."""
         while True:
             try:
+                # After a new wandb-core: what the dead one had not written first.
+                self._drain()
                 self._finish_run(exit_code)
             except _ServiceLostError:
                 self._recover()
@@ -806,9 +843,8 @@ class _Worker:
         self._doing("finish")
         try:
             run.finish(exit_code=exit_code)
-        except ConnectionError as exc:
-            raise _ServiceLostError(repr(exc)) from exc
         except Exception as exc:
+            self._raise_if_service_lost(exc)
             uploaded = False
             self._say(logging.ERROR, f"wandb.finish failed ({exc!r}); the run is in {run_dir}")
         # A shared wandb-core writes the end of the file after finish() returns.
@@ -822,8 +858,8 @@ class _Worker:
             )
         self._confirm(force=True)
         unwritten = self._unwritten() if self.stalled else 0
-        if unwritten:
-            exit_code = 1  # rows are missing from the run: it did not succeed
+        if self.stalled:
+            exit_code = 1  # the run file is missing rows, or its end: it did not succeed
         if uploaded:
             # So that `python -m tune_wandb sync` (and `wandb sync`) leave it alone.
             _runfile.mark_uploaded(run_file)
@@ -843,6 +879,8 @@ class _Worker:
         deadline = time.monotonic() + _FILE_CLOSE_SECONDS
         while not _runfile.wait_for_exit_record(run_file, 0.5):
             self._confirm()  # rows that never reach the file are said within _STALL_SECONDS
+            if not self.stalled and _write_error(os.path.dirname(run_file)):
+                self._report_stall()  # the disk refused the end of the file
             if time.monotonic() >= deadline or self.stalled:
                 return False
             if self.service_watch is not None and self.service_watch.gone():
@@ -962,6 +1000,30 @@ class _Handled:
         #: It made a history record (a row wandb took): confirmations count these.
         self.recorded = recorded
         self.at = at
+
+
+def _own_service_died() -> bool:
+    """Whether the wandb-core this process started has exited."""
+    process = _wandb_compat.own_service_process()
+    return process is not None and process.poll() is not None
+
+
+def _check_writable(root: str | None) -> None:
+    """Make sure the run's directory takes files (wandb would quietly use /tmp instead).
+
+    Raises:
+        OSError: it does not (read-only, full, no permission), naming it.
+    """
+    if not root:
+        return
+    wandb_dir = os.path.join(root, "wandb")
+    try:
+        os.makedirs(wandb_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tune-wandb-probe-", dir=wandb_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror}: cannot write in {wandb_dir}") from exc
 
 
 def _write_error(run_dir: str) -> str:
