@@ -313,7 +313,7 @@ def outcomes(
         {
             item.callspec.params["script"].name
             for item in request.session.items
-            if item.module is request.module
+            if getattr(item, "module", None) is request.module
             and hasattr(item, "callspec")
             and "script" in item.callspec.params
         }
