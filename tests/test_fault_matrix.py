@@ -136,9 +136,14 @@ class Harness:
             self.trial = FakeTrial("m0001", self.stored)
         self.fault_at: float | None = None
         self.reported = threading.Event()
+        #: The feeder waits before row ``hold_at`` until ``go`` is set (None: no wait).
+        self.hold_at: int | None = None
+        self.go = threading.Event()
         self._feeder: threading.Thread | None = None
+        self._stopped: list[int] = []
 
-    def start(self) -> None:
+    def start(self, hold_at: int | None = None) -> None:
+        self.hold_at = hold_at
         self.callback.setup()
         self.callback.log_trial_start(self.trial)
         #: The trial's run (the callback forgets its trials at the experiment's end).
@@ -148,9 +153,32 @@ class Harness:
 
     def _feed(self) -> None:
         for i in range(1, ROWS + 1):
+            if i == self.hold_at:
+                self.go.wait(60)
             report(self.callback, self.trial, i, i + 1)
             time.sleep(PAUSE)
         self.reported.set()
+
+    def stop(self, pid: int) -> None:
+        """SIGSTOP a process; :meth:`clean_up` continues it if the test fails."""
+        self._stopped.append(pid)
+        _signal(pid, signal.SIGSTOP)
+
+    def hit(self, pid: int, action: str) -> None:
+        """The case's action on ``pid``: SIGKILL, or SIGSTOP (``stop``)."""
+        if action == "stop":
+            self.stop(pid)
+        else:
+            _signal(pid, signal.SIGKILL)
+
+    def clean_up(self) -> None:
+        """After a failure: nothing stopped, nothing left running."""
+        for pid in self._stopped:
+            _signal(pid, signal.SIGCONT)
+        self.go.set()
+        if self.trial.trial_id in self.callback._trials:
+            self.trial.status = "TERMINATED"
+            self.callback.on_experiment_end([self.trial])
 
     def hurt(self, fault: Callable[[], None]) -> None:
         fault()
@@ -238,7 +266,7 @@ def inject(h: Harness, case: Case, shared: bool, tmp_path: Path) -> None:  # noq
         core = _child_core(pid)
         assert core is not None
         # Stopped, the worker says nothing more: a run not started yet is in wandb.init.
-        _signal(pid, signal.SIGSTOP)
+        h.stop(pid)
         time.sleep(0.3)
         in_init = h.run.started is None
         h.hurt(lambda: _signal(core if case.target == "core" else pid, kill))
@@ -249,9 +277,9 @@ def inject(h: Harness, case: Case, shared: bool, tmp_path: Path) -> None:  # noq
         # replacement is handed them; it is hit before it confirms any.
         h.wait_confirmed(40)
         first = h.worker_pid()
-        _signal(first, signal.SIGSTOP)
-        rows = h.run.rows
-        wait_for(lambda: h.run.rows >= rows + 20 and not h.run.ledger.pending)
+        h.stop(first)
+        h.go.set()  # rows 61 on, to a worker that takes nothing
+        wait_for(lambda: h.run.rows >= 80 and not h.run.ledger.pending, timeout=60)
         _signal(first, kill)
         wait_for(lambda: h.run.worker_pid not in (None, first) and _is_part2(h.run))
         if case.target == "core":
@@ -261,19 +289,19 @@ def inject(h: Harness, case: Case, shared: bool, tmp_path: Path) -> None:  # noq
     elif case.stage == "mid-run":
         h.wait_confirmed(40)
         pid = h.core_pid(shared) if case.target == "core" else h.worker_pid()
-        h.hurt(lambda: _signal(pid, kill if case.action == "kill" else signal.SIGSTOP))
+        h.hurt(lambda: h.hit(pid, case.action))
     elif case.stage == "after-end":
         h.wait_confirmed(40)
         worker = h.worker_pid()
         core = h.core_pid(shared)
-        _signal(worker, signal.SIGSTOP)  # the end marker waits in its socket
+        h.stop(worker)  # the end marker waits in its socket
         h.wait_end_written()
         if case.target == "worker":
-            h.hurt(lambda: _signal(worker, kill if case.action == "kill" else signal.SIGSTOP))
+            h.hurt(lambda: h.hit(worker, case.action))
             if case.action == "stop":
                 return  # left stopped: the driver must notice
         else:
-            h.hurt(lambda: _signal(core, kill if case.action == "kill" else signal.SIGSTOP))
+            h.hurt(lambda: h.hit(core, case.action))
         _signal(worker, signal.SIGCONT)
     elif case.stage == "copying":
         h.reported.wait(60)
@@ -343,9 +371,14 @@ def test_fault(
         else contextlib.nullcontext()
     )
     with guard:
-        h.start()
-        inject(h, case, shared, tmp_path)
-        took = h.end()
+        # After a resend: rows 61 on wait until the first worker is stopped.
+        h.start(hold_at=61 if case.stage == "after-resend" else None)
+        try:
+            inject(h, case, shared, tmp_path)
+            took = h.end()
+        except BaseException:
+            h.clean_up()
+            raise
     assert took < case.within, f"{took:.1f} s after the fault"
     run = h.run
     if case.disk:

@@ -345,8 +345,6 @@ class _Worker:
         self.exit_known = False
         #: The socket closed: every message of the worker has been read.
         self.gone = False
-        #: A batch is being written to the socket.
-        self.writing = False
         #: The frames queued on the socket, in order: True for a batch, False
         #: for a control frame (a new shared wandb-core's address).
         self.frames: collections.deque[bool] = collections.deque()
@@ -479,10 +477,6 @@ class WorkerPool:
             if sock is not None:
                 sock.close()
         self._wake_r = self._wake_w = None
-
-    def runs(self) -> list[Run]:
-        """Every run opened since the pool started."""
-        return list(self._runs)
 
     def _serving(self) -> bool:
         thread = self._thread
@@ -792,13 +786,12 @@ class WorkerPool:
         ledger = worker.run.ledger
         wrote = False
         while not worker.gone:
-            if not worker.writing:
+            if True not in worker.frames:  # one batch at a time on the socket
                 batch = ledger.take(_MAX_BATCH)
                 if not batch:
                     break
                 worker.channel.send(self._pickle(worker.run, batch))
                 worker.frames.append(True)
-                worker.writing = True
             if not self._flush(worker):
                 break
             wrote = True
@@ -814,7 +807,6 @@ class WorkerPool:
         batch_done = False
         for _ in range(channel.flush()):
             if worker.frames.popleft():
-                worker.writing = False
                 worker.run.ledger.written()
                 batch_done = True
         self._watch(channel, worker)
