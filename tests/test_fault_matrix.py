@@ -248,12 +248,14 @@ def inject(h: Harness, case: Case, shared: bool, tmp_path: Path) -> None:  # noq
         h.wait_confirmed(40)
         h.hurt(lambda: _signal(h.launcher_pid(), kill))
     elif case.target == "disk" and case.action == "fsize":
-        h.wait_confirmed(20)
+        # The feeder holds row 61 until the disk is full, so rows are left to refuse.
+        h.wait_confirmed(60)
         core = h.core_pid(shared)
         assert h.run.run_file is not None
         # The run file grows no more: a full disk.
         limit = os.path.getsize(h.run.run_file)
         h.hurt(lambda: psutil.Process(core).rlimit(psutil.RLIMIT_FSIZE, (limit, limit)))
+        h.go.set()
     elif case.target == "disk":  # readonly, before the run starts: set up in the test
         h.hurt(lambda: None)
     elif case.stage == "before-start":
@@ -372,7 +374,7 @@ def test_fault(
     )
     with guard:
         # After a resend: rows 61 on wait until the first worker is stopped.
-        h.start(hold_at=61 if case.stage == "after-resend" else None)
+        h.start(hold_at=61 if case.stage == "after-resend" or case.action == "fsize" else None)
         try:
             inject(h, case, shared, tmp_path)
             took = h.end()

@@ -41,11 +41,18 @@ def test_attach_is_wandbs_private_attach() -> None:
 
 
 def test_service_lost_errors_are_wandbs() -> None:
+    from wandb.sdk.lib.service.service_port_file import ServicePollForTokenError
     from wandb.sdk.lib.service.service_token import WandbServiceConnectionError
     from wandb.sdk.mailbox.mailbox_handle import HandleAbandonedError
 
     errors = _wandb_compat.service_lost_errors()
-    assert {ConnectionError, HandleAbandonedError, WandbServiceConnectionError} == set(errors)
+    expected = {
+        ConnectionError,
+        HandleAbandonedError,
+        WandbServiceConnectionError,
+        ServicePollForTokenError,
+    }
+    assert expected == set(errors)
 
 
 def test_installed_requirements_lists_wandb() -> None:

@@ -102,13 +102,16 @@ def service_lost_errors() -> tuple[type[BaseException], ...]:
     """What wandb raises when its wandb-core is gone, besides a lost connection.
 
     ``HandleAbandonedError`` (a call waiting on a wandb-core that went,
-    ``wandb.sdk.mailbox.mailbox_handle``) and ``WandbServiceConnectionError``
-    (no wandb-core to connect to, ``wandb.sdk.lib.service.service_token``).
+    ``wandb.sdk.mailbox.mailbox_handle``), ``WandbServiceConnectionError``
+    (no wandb-core to connect to, ``wandb.sdk.lib.service.service_token``) and
+    ``ServicePollForTokenError`` (a wandb-core that died before it said where
+    to reach it, ``wandb.sdk.lib.service.service_port_file``).
     """
     found: list[type[BaseException]] = [ConnectionError]
     for module, name in (
         ("wandb.sdk.mailbox.mailbox_handle", "HandleAbandonedError"),
         ("wandb.sdk.lib.service.service_token", "WandbServiceConnectionError"),
+        ("wandb.sdk.lib.service.service_port_file", "ServicePollForTokenError"),
     ):
         with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(importlib.import_module(module), name))

@@ -1037,11 +1037,12 @@ def _write_error(run_dir: str) -> str:
         return ""
     for line in reversed(lines):
         try:
-            message = str(json.loads(line).get("msg", ""))  # wandb-core logs JSON lines
+            entry = json.loads(line)  # wandb-core logs JSON lines
+            level, message = str(entry.get("level", "")), str(entry.get("msg", ""))
         except (ValueError, AttributeError):
             continue  # a torn line (the log may be cut short by the same disk)
-        lowered = message.lower()
-        if any(word in lowered for word in ("too large", "no space", "read-only", "write")):
+        # Only its errors: an INFO line about its writer is no cause.
+        if level.upper() == "ERROR" and "write" in message.lower():
             # "...: write <path>: file too large": the last part is the cause.
             return message.rsplit(": ", 1)[-1].strip()[:200]
     return ""
