@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tune_wandb import _runfile, _wandb_compat
+from tune_wandb import _runfile, _settings, _wandb_compat
 
 # In the smoke subset: where a release of wandb moves what we rely on, it fails here.
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("no_leftover_processes")]
@@ -33,6 +33,14 @@ def test_init_parameters_are_wandb_inits() -> None:
     import wandb
 
     assert _wandb_compat.init_parameters() == frozenset(inspect.signature(wandb.init).parameters)
+
+
+def test_settings_fields_are_wandb_settings() -> None:
+    import wandb
+
+    assert _wandb_compat.settings_fields() == frozenset(wandb.Settings.model_fields)
+    # Every default tune-wandb gives is one the installed wandb takes.
+    wandb.Settings(**_settings.merge_settings(None, log_system_metrics=True))
 
 
 def test_attach_is_wandbs_private_attach() -> None:
