@@ -1,28 +1,105 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``demo``."""
+"""Developer tasks: ``nox -s tests``, ``smoke``, ``oldest``, ``lint``, ``typecheck``, ``docs``, ...
+
+The supported range is tested in three ways (README, "Supported versions"):
+``tests`` runs the whole suite on :data:`FULL_SUITE_PYTHON` at the newest
+releases; ``smoke`` runs the unit layer and the smoke subset on every other
+supported interpreter at the newest releases; ``oldest`` runs the same on the
+oldest interpreter at the oldest supported releases, pinned exactly in
+``tests/constraints-oldest.txt``.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "smoke", "oldest"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
+# uv installs Ray and wandb in seconds where pip takes minutes; virtualenv
+# (and pip) where uv is not installed.
+nox.options.default_venv_backend = "uv|virtualenv"
+
+#: Every interpreter the package supports (the classifiers in pyproject.toml).
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+#: The full suite runs on the machines' default interpreter.
+FULL_SUITE_PYTHON = "3.11"
+#: The oldest pins run on the oldest interpreter.
+OLDEST_PYTHON = PYTHONS[0]
+#: The unit layer and the end-to-end smoke subset (marker ``smoke``).
+SMOKE_MARKERS = "unit or smoke"
+OLDEST_CONSTRAINTS = Path("tests/constraints-oldest.txt")
 
 
-def install(session: nox.Session, *extras: str) -> None:
-    """Install the project (editable) with ``extras`` into the session's venv."""
+def _pyenv_interpreters(minors: list[str]) -> None:
+    """Let pyenv's shims run every interpreter in ``minors`` that pyenv has installed.
+
+    A shim such as ``python3.10`` runs only the versions pyenv has selected
+    (``pyenv global``, usually one), and fails for the rest, so neither nox
+    nor uv would find them. Selecting the installed ones after the current
+    selection (``PYENV_VERSION=3.11.7:3.10.13:...``, pyenv's own way of
+    offering several) keeps ``python3`` as it was and makes the rest found.
+    """
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return
+    current = subprocess.run(
+        [pyenv, "version-name"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
+    versions = Path(root.stdout.strip()) / "versions"
+    if not current or not versions.is_dir():
+        return
+    selected = current.split(":")
+    for minor in minors:
+        found = [
+            p.name for p in versions.glob(f"{minor}.*") if (p / "bin" / f"python{minor}").exists()
+        ]
+        # Newest patch last; names such as 3.13.0t sort below the plain release.
+        installed = sorted(
+            found, key=lambda name: [int(n) if n.isdigit() else -1 for n in name.split(".")]
+        )
+        if installed and not any(v == minor or v.startswith(f"{minor}.") for v in selected):
+            selected.append(installed[-1])
+    os.environ["PYENV_VERSION"] = ":".join(selected)
+
+
+_pyenv_interpreters(PYTHONS)
+
+
+def install(session: nox.Session, *extras: str, constraints: Path | None = None) -> None:
+    """Install the project (editable) with ``extras``, within ``constraints`` if given."""
     target = f".[{','.join(extras)}]" if extras else "."
-    session.install("-e", target)
+    args = ["-c", str(constraints)] if constraints else []
+    session.install("-e", target, *args)
 
 
-@nox.session
+@nox.session(python=FULL_SUITE_PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (real Ray, real wandb offline); extra args go to pytest."""
+    """Run the whole test suite (real Ray, real wandb offline); extra args go to pytest."""
     install(session, "test")
     session.run("pytest", *session.posargs)
 
 
-@nox.session
+@nox.session(python=[p for p in PYTHONS if p != FULL_SUITE_PYTHON])
+def smoke(session: nox.Session) -> None:
+    """The unit layer and the smoke subset on each other interpreter, at the newest releases."""
+    install(session, "test")
+    session.run("pytest", "-m", SMOKE_MARKERS, *session.posargs)
+
+
+@nox.session(python=OLDEST_PYTHON)
+def oldest(session: nox.Session) -> None:
+    """The unit layer and the smoke subset at the oldest supported Ray and wandb, pinned exactly."""
+    install(session, "test", constraints=OLDEST_CONSTRAINTS)
+    session.run("pytest", "-m", SMOKE_MARKERS, *session.posargs)
+
+
+@nox.session(python=FULL_SUITE_PYTHON)
 def unit(session: nox.Session) -> None:
     """The unit layer alone: pure logic and doctests, in seconds (no Ray, no processes)."""
     install(session, "test")

@@ -82,6 +82,7 @@ def param_space(**extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.smoke  # the offline experiment of nox -s smoke / oldest
 def test_tune_run_logs_every_result(storage: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="tune_wandb")
     analysis = tune.run(
@@ -317,6 +318,7 @@ def test_checkpoints_uploaded_as_artifacts(storage: Path) -> None:
     assert sorted(staged) == ["3", "6"]
 
 
+@pytest.mark.smoke  # the worker kill of nox -s smoke / oldest
 def test_dead_worker_is_replaced_and_the_run_continues(
     storage: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

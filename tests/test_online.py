@@ -33,6 +33,7 @@ def online(
 
 
 @pytest.mark.slow
+@pytest.mark.smoke  # the online experiment of nox -s smoke / oldest
 @pytest.mark.usefixtures("ray_session", "no_leftover_processes")
 def test_every_row_reaches_the_server(online: WandbServer, storage: Path, tmp_path: Path) -> None:
     analysis = tune.run(

@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +145,38 @@ def test_every_extra_is_installed_by_a_task_or_offered_to_users() -> None:
     used = set(re.findall(r'install\(session, "(\w+)"\)', (ROOT / "noxfile.py").read_text()))
     offered = set(re.findall(r"tune-wandb\[(\w+)\]", (ROOT / "README.md").read_text()))
     assert extras and extras <= used | offered, extras - used - offered
+
+
+# -- the supported range and the sessions that test it -----------------------
+
+
+def project_dependencies() -> list[Requirement]:
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text.split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    return [Requirement(spec) for spec in re.findall(r'^\s*"([^"]+)",', block, re.M)]
+
+
+@pytest.mark.unit
+def test_the_oldest_session_pins_every_floor() -> None:
+    pins = {}
+    for line in (ROOT / "tests" / "constraints-oldest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = Version(version)
+    dependencies = project_dependencies()
+    assert {r.name for r in dependencies} == set(pins)
+    for requirement in dependencies:
+        (floor,) = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        pin = pins[requirement.name]
+        # The floor itself, or a patch release of it (numpy>=1.24: 1.24.4).
+        assert pin in requirement.specifier and pin.release[: len(floor.release)] == floor.release
+
+
+@pytest.mark.unit
+def test_nox_runs_every_python_the_package_declares() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    declared = re.findall(r'"Programming Language :: Python :: (3\.\d+)"', pyproject)
+    nox_line = re.search(r"^PYTHONS = \[(.*)\]$", (ROOT / "noxfile.py").read_text(), re.M)
+    assert nox_line
+    assert re.findall(r'"(3\.\d+)"', nox_line.group(1)) == declared
+    assert f'requires-python = ">={declared[0]}"' in pyproject

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tune_wandb import _settings
+from tune_wandb import _settings, _wandb_compat
 
 pytestmark = pytest.mark.unit
 
@@ -74,6 +74,22 @@ def test_offline_or_disabled() -> None:
     assert _settings.offline_or_disabled({}, {"WANDB_MODE": "disabled"})
     assert not _settings.offline_or_disabled({}, {})
     assert not _settings.offline_or_disabled({"mode": "online"}, {"WANDB_MODE": "offline"})
+
+
+def test_merge_settings_gives_only_the_defaults_the_installed_wandb_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wandb without the timed flush (before 0.31): its own flush timing, no error.
+    fields = frozenset(_settings.QUIET_SETTINGS) - {"x_transaction_log_flush_interval"}
+    monkeypatch.setattr(_wandb_compat, "settings_fields", lambda: fields)
+    merged = _settings.merge_settings({"x_user_choice": 1}, log_system_metrics=False)
+    assert "x_transaction_log_flush_interval" not in merged
+    assert merged["silent"] is True
+    # The user's own settings are wandb's to accept or refuse, with its message.
+    assert merged["x_user_choice"] == 1
+    # Where wandb's fields cannot be read, every default is given.
+    monkeypatch.setattr(_wandb_compat, "settings_fields", lambda: None)
+    assert _settings.merge_settings(None, False) == _settings.QUIET_SETTINGS
 
 
 def test_merge_settings_user_fields_win() -> None:

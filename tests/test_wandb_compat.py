@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tune_wandb import _runfile, _wandb_compat
+from tune_wandb import _runfile, _settings, _wandb_compat
 
-pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+# In the smoke subset: where a release of wandb moves what we rely on, it fails here.
+pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("no_leftover_processes")]
 
 
 def test_record_field_numbers_are_wandbs() -> None:
@@ -32,6 +33,14 @@ def test_init_parameters_are_wandb_inits() -> None:
     import wandb
 
     assert _wandb_compat.init_parameters() == frozenset(inspect.signature(wandb.init).parameters)
+
+
+def test_settings_fields_are_wandb_settings() -> None:
+    import wandb
+
+    assert _wandb_compat.settings_fields() == frozenset(wandb.Settings.model_fields)
+    # Every default tune-wandb gives is one the installed wandb takes.
+    wandb.Settings(**_settings.merge_settings(None, log_system_metrics=True))
 
 
 def test_attach_is_wandbs_private_attach() -> None:

@@ -149,12 +149,16 @@ def merge_settings(user: Any, log_system_metrics: bool, *, quiet: bool = True) -
     """The wandb settings of a callback's run: quiet defaults, then the user's own.
 
     ``user`` is what the user passed as ``settings=`` (a ``wandb.Settings``, a
-    dict or None); only the fields the user set override the defaults. With
+    dict or None); only the fields the user set override the defaults. A
+    default the installed ``wandb.Settings`` lacks is left out. With
     ``quiet=False``, only the user's fields are returned.
     """
     merged = dict(QUIET_SETTINGS) if quiet else {}
     if log_system_metrics:
         merged.update(SYSTEM_METRICS_SETTINGS)
+    # Our defaults only where the installed wandb has them (private ones come
+    # and go between releases); the user's own are left for wandb to check.
+    merged = {name: value for name, value in merged.items() if _wandb_compat.has_setting(name)}
     if user is None:
         return merged
     if isinstance(user, Mapping):

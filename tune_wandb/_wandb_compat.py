@@ -9,6 +9,10 @@ the private attribute path or number it relies on; ``tests/test_wandb_compat.py`
 asserts each of them against the installed wandb, so a wandb release that
 moves one fails there, loudly, in one place.
 
+Differences between the wandb releases tune-wandb supports are found here
+by feature detection (does the installed wandb have it?), never by reading
+version numbers.
+
 Nothing here imports wandb at module level: the driver imports this module
 and must not pay for wandb.
 """
@@ -135,6 +139,19 @@ def installed_requirements() -> str | None:
         return None
 
 
+def _wandb_sdk_module(name: str) -> ast.Module | None:
+    """The syntax tree of ``wandb/sdk/<name>.py``, found and read without importing wandb."""
+    try:
+        # The top-level spec only: finding ``wandb.sdk.<name>`` would import wandb.
+        spec = importlib.util.find_spec("wandb")
+        if spec is None or spec.origin is None:
+            return None
+        source = Path(spec.origin).parent / "sdk" / f"{name}.py"
+        return ast.parse(source.read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+
+
 @functools.cache
 def init_parameters() -> frozenset[str] | None:
     """The keyword arguments the installed ``wandb.init`` takes; None if unknown.
@@ -147,17 +164,48 @@ def init_parameters() -> frozenset[str] | None:
         >>> {"project", "group", "settings"} <= init_parameters()
         True
     """
-    try:
-        # The top-level spec only: finding ``wandb.sdk.wandb_init`` would import wandb.
-        spec = importlib.util.find_spec("wandb")
-        if spec is None or spec.origin is None:
-            return None
-        source = Path(spec.origin).parent / "sdk" / "wandb_init.py"
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-    except (ImportError, OSError, SyntaxError, ValueError):
-        return None
-    for node in tree.body:
+    tree = _wandb_sdk_module("wandb_init")
+    for node in tree.body if tree is not None else ():
         if isinstance(node, ast.FunctionDef) and node.name == "init":
             args = node.args
             return frozenset(a.arg for a in [*args.args, *args.kwonlyargs])
     return None
+
+
+@functools.cache
+def settings_fields() -> frozenset[str] | None:
+    """The fields the installed ``wandb.Settings`` takes; None if unknown.
+
+    ``wandb.Settings`` refuses a field it does not know, so a setting that
+    only some releases have is given only where this lists it. Read from
+    wandb's source (``wandb/sdk/wandb_settings.py``, the annotated fields of
+    its ``class Settings``) with :mod:`ast`, without importing wandb.
+
+    Example:
+        >>> {"silent", "console", "x_disable_stats"} <= settings_fields()
+        True
+    """
+    tree = _wandb_sdk_module("wandb_settings")
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+            return frozenset(
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            )
+    return None
+
+
+def has_setting(name: str) -> bool:
+    """Whether the installed ``wandb.Settings`` takes ``name`` (True if that is unknown).
+
+    ``x_transaction_log_flush_interval``, which makes wandb-core write a run's
+    file on a timer (so a killed worker loses at most that much), came in
+    wandb 0.31: a release without it gets wandb's own flush timing.
+
+    Example:
+        >>> has_setting("silent"), has_setting("x_no_such_setting")
+        (True, False)
+    """
+    fields = settings_fields()
+    return fields is None or name in fields
