@@ -1034,7 +1034,8 @@ class WorkerPool:
                 reason,
             )
         self._hand_over(run)
-        if not worker.runs and worker.state is WorkerState.RUNNING:
+        # SPAWNING too: the launcher's WorkerStarted may come after the worker's own word.
+        if not worker.runs and worker.state in (WorkerState.SPAWNING, WorkerState.RUNNING):
             self._retire(worker)
 
     def _worker_gone(self, worker: _Worker) -> None:
