@@ -128,13 +128,16 @@ def bench(session: nox.Session) -> None:
     Writes benchmarks/results/bench.{json,md}, puts the table into README.md
     and draws its chart (docs/img/bench.png, benchmarks/chart.py), then
     measures the driver's memory with a stalled worker
-    (benchmarks/results/backlog.{json,md}). Extra args go to
-    benchmarks/bench.py (``nox -s bench -- --repeats 1``).
+    (benchmarks/results/backlog.{json,md}) and the head node's cost of 16, 256
+    and 1,000 concurrent trials (benchmarks/results/scale.{json,md},
+    docs/img/scale.png). Extra args go to benchmarks/bench.py
+    (``nox -s bench -- --repeats 1``).
     """
     install(session, "bench")
     session.run("python", "benchmarks/bench.py", "--update-readme", *session.posargs)
     session.run("python", "benchmarks/chart.py")
     session.run("python", "benchmarks/backlog.py")
+    session.run("python", "benchmarks/scale.py")
 
 
 @nox.session

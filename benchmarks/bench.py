@@ -17,9 +17,12 @@ Per mode it measures:
 * rows landed in the experiment's storage copy, read back from the run files,
   over rows reported.
 
-A scale run starts 16 trials at once (fractional CPUs) and reports the peak PSS
-of the logging processes per concurrent trial. Results go to a JSON file and a
-Markdown table (``--update-readme`` also puts the table into README.md).
+A scale run starts 64 trials at once for tune-wandb (fractional CPUs) and 16
+for Ray's built-in callback (at 64 its two actors per trial need ~16 GB), and
+reports the peak PSS of the logging processes per concurrent trial and how
+many there were (``scale.py`` measures tune-wandb alone up to 1,000 trials).
+Results go to a JSON file and a Markdown table (``--update-readme`` also puts
+the table into README.md).
 """
 
 from __future__ import annotations
@@ -122,12 +125,13 @@ def timed_callback(inner: Any) -> Any:
 class ProcessSampler:
     """Runs sampler.py beside the experiment (its /proc reads cost the driver nothing)."""
 
-    def __init__(self, mode: str, interval: float = 0.25) -> None:
+    def __init__(self, mode: str, interval: float = 0.25, root: int | None = None) -> None:
         self.args = [
             sys.executable,
             str(Path(__file__).with_name("sampler.py")),
             mode,
             str(interval),
+            *(() if root is None else (str(root),)),
         ]
         self.cpu_seconds = 0.0
         self.peak_pss = 0
@@ -144,6 +148,7 @@ class ProcessSampler:
         data = json.loads(out)
         self.cpu_seconds = data["cpu_seconds"]
         self.peak_pss = data["peak_pss"]
+        self.peak_processes = data["peak_processes"]
         self.own_cpu_seconds = data["sampler_cpu_seconds"]
 
 
@@ -166,6 +171,7 @@ class Run:
     reaped_children_cpu_s: float = 0.0
     callback_thread_cpu_s: float = 0.0
     logging_peak_pss_mb: float = 0.0
+    logging_peak_processes: int = 0
     rows_landed: int = 0
 
 
@@ -235,6 +241,7 @@ def run_experiment(
             - sampler.own_cpu_seconds
         ),
         logging_peak_pss_mb=sampler.peak_pss / 2**20,
+        logging_peak_processes=sampler.peak_processes,
     )
     if timed is not None:
         pool = getattr(callback, "_pool", None)
@@ -309,6 +316,7 @@ def summarize(runs: list[Run], scale: list[Run]) -> dict[str, Any]:
             run.logging_peak_pss_mb / run.concurrency
         )
         summary[run.mode]["scale_concurrency"] = run.concurrency
+        summary[run.mode]["scale_peak_processes"] = run.logging_peak_processes
     return summary
 
 
@@ -337,11 +345,13 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         ("logging CPU per trial, sampled (CPU-s)", "logging_cpu_s_per_trial", ".2f"),
         ("logging CPU per trial, reaped children (CPU-s)", "logging_cpu_s_per_trial_reaped", ".2f"),
         (f"logging peak PSS at {args.concurrency} concurrent (MB)", "logging_peak_pss_mb", ".0f"),
+        ("scale run: concurrent trials", "scale_concurrency", "d"),
         (
-            f"logging PSS per concurrent trial at {args.scale} (MB)",
+            "scale run: logging PSS per concurrent trial (MB)",
             "scale_pss_mb_per_concurrent_trial",
             ".0f",
         ),
+        ("scale run: logging processes (peak)", "scale_peak_processes", "d"),
     ]
     lines = [
         f"{args.trials} trials x {args.results} results x {args.compute_ms:g} ms of compute, "
@@ -384,7 +394,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--scale", type=int, default=16, help="concurrent trials of the scale run (0: none)"
+        "--scale", type=int, default=64, help="concurrent trials of the scale run (0: none)"
+    )
+    parser.add_argument(
+        "--scale-builtin",
+        type=int,
+        default=16,
+        help="concurrent trials of Ray's built-in callback's scale run (0: none)",
     )
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -422,16 +438,17 @@ def main() -> int:
                 )
         if args.scale:
             for mode in modes:
-                if mode == "none":
+                n = args.scale_builtin if mode == "ray-builtin" else args.scale
+                if mode == "none" or not n:
                     continue
                 run = run_experiment(
                     mode,
                     storage,
                     name=f"scale-{mode}",
-                    trials=args.scale,
+                    trials=n,
                     results=50,
                     compute_ms=50,
-                    concurrency=args.scale,
+                    concurrency=n,
                     sleep=True,
                 )
                 scale.append(run)

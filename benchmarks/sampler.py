@@ -3,7 +3,8 @@
 Started by bench.py for each experiment so that reading ``/proc/*/smaps`` costs
 the measured driver nothing. It samples until its standard input closes, then
 prints one JSON object: CPU-seconds per process (above what each had used when
-first seen before the experiment) and the peak total PSS.
+first seen before the experiment), the peak total PSS and the peak number of
+logging processes alive at once.
 """
 
 from __future__ import annotations
@@ -31,16 +32,34 @@ def is_logging_process(mode: str, proc: psutil.Process) -> bool:
     return False
 
 
+def descends_from(proc: psutil.Process, root: int | None) -> bool:
+    """Whether ``proc`` is below process ``root`` (always, without a root)."""
+    if root is None:
+        return True
+    try:
+        return any(parent.pid == root for parent in proc.parents())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 def main() -> int:
     mode, interval = sys.argv[1], float(sys.argv[2])
+    # Optional: only processes below this one (the driver), so that other
+    # sessions' processes on a shared machine are not counted.
+    root = int(sys.argv[3]) if len(sys.argv) > 3 else None
     procs: dict[int, psutil.Process] = {}
     baseline: dict[int, float] = {}
     cpu: dict[int, float] = {}
     peak = 0
+    peak_processes = 0
     first = True
     while True:
         for proc in psutil.process_iter():
-            if proc.pid not in procs and is_logging_process(mode, proc):
+            if (
+                proc.pid not in procs
+                and is_logging_process(mode, proc)
+                and descends_from(proc, root)
+            ):
                 procs[proc.pid] = proc
         total = 0
         for pid, proc in list(procs.items()):
@@ -57,6 +76,7 @@ def main() -> int:
             cpu[pid] = used - baseline.get(pid, 0.0)
             total += pss
         peak = max(peak, total)
+        peak_processes = max(peak_processes, len(procs))
         first = False
         readable, _, _ = select.select([sys.stdin], [], [], interval)
         if readable and not sys.stdin.read(1):
@@ -67,6 +87,7 @@ def main() -> int:
             {
                 "cpu_seconds": sum(cpu.values()),
                 "peak_pss": peak,
+                "peak_processes": peak_processes,
                 "pids": len(cpu),
                 # bench.py subtracts this from the CPU of the driver's reaped children.
                 "sampler_cpu_seconds": own.ru_utime + own.ru_stime,

@@ -7,12 +7,16 @@ limit, a read-only directory) and when (before its run starts, during
 ``wandb.init``, right after a replacement was handed its rows, mid-run,
 after the end marker while finishing, while copying the run to non-local
 storage), and the modes it runs in: offline or online (the W&B test
-server), a wandb-core per worker or one shared. The harness drives the real
+server), a wandb-core per worker or one shared, the trial in a worker of its
+own or in a multiplexed worker with two other trials (``runs_per_worker=3``:
+a fault there hits all three, and every one must come through). The harness
+drives the real
 callback with a simulated trial (no Ray actors), so that each fault lands
 at its stage, then checks:
 
-- what landed: every row, at most one twice per death (the disk cases: the
-  rows the disk took, the rest said, the run ended with exit code 1);
+- what landed: every row of every trial, at most one twice per death (the
+  disk cases: the rows the disk took, the rest said, the run ended with
+  exit code 1);
 - the run's exit code, in its files and at the server;
 - how long ``on_experiment_end`` took after the fault (never the whole
   ``upload_timeout`` because of a death);
@@ -69,6 +73,7 @@ class Case:
     stage: str
     modes: tuple[str, ...] = ("offline",)
     services: tuple[str, ...] = ("own",)
+    workers: tuple[str, ...] = ("own",)
     within: float = 30.0
     disk: bool = False
 
@@ -79,25 +84,27 @@ class Case:
 
 BOTH_MODES = ("offline", "online")
 BOTH_SERVICES = ("own", "shared")
+#: The trial in a worker of its own, and in a multiplexed worker with two others.
+BOTH_WORKERS = ("own", "multiplexed")
 
 #: The matrix. Shared-service cases are those where sharing changes what
 #: happens (a wandb-core's death, a dead worker's open stream, the launcher's).
 CASES = [
     Case("worker", "kill", "before-start", BOTH_MODES),
     Case("worker", "kill", "during-init", BOTH_MODES),
-    Case("worker", "kill", "after-resend", BOTH_MODES, BOTH_SERVICES),
-    Case("worker", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES),
-    Case("worker", "kill", "after-end", BOTH_MODES, BOTH_SERVICES),
+    Case("worker", "kill", "after-resend", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
+    Case("worker", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
+    Case("worker", "kill", "after-end", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
     Case("worker", "kill", "copying"),
     Case("core", "kill", "during-init", BOTH_MODES),
-    Case("core", "kill", "after-resend", BOTH_MODES),
-    Case("core", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES),
-    Case("core", "kill", "after-end", BOTH_MODES, BOTH_SERVICES),
-    Case("core", "stop", "mid-run", BOTH_MODES, BOTH_SERVICES),
+    Case("core", "kill", "after-resend", BOTH_MODES, workers=BOTH_WORKERS),
+    Case("core", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
+    Case("core", "kill", "after-end", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
+    Case("core", "stop", "mid-run", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
     Case("core", "stop", "after-end", services=BOTH_SERVICES),
-    Case("worker", "stop", "mid-run", BOTH_MODES, within=40.0),
+    Case("worker", "stop", "mid-run", BOTH_MODES, workers=BOTH_WORKERS, within=40.0),
     Case("worker", "stop", "after-end", within=40.0),
-    Case("launcher", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES),
+    Case("launcher", "kill", "mid-run", BOTH_MODES, BOTH_SERVICES, BOTH_WORKERS),
     Case("disk", "fsize", "mid-run", disk=True),
     Case("disk", "readonly", "before-start", disk=True),
 ]
@@ -107,7 +114,17 @@ def _params() -> Iterator[Any]:
     for case in CASES:
         for mode in case.modes:
             for service in case.services:
-                yield pytest.param(case, mode, service, id=f"{case.name}-{mode}-{service}")
+                for workers in case.workers:
+                    # The multiplexed axis doubles the matrix: its online and
+                    # shared-core cases are kept to those where they differ
+                    # most (a worker or its wandb-core killed mid-run).
+                    most = case.name in ("worker-kill-mid-run", "core-kill-mid-run")
+                    first = (mode, service) == ("offline", "own")
+                    if workers == "multiplexed" and not (first or most):
+                        continue
+                    suffix = "-multiplexed" if workers == "multiplexed" else ""
+                    name = f"{case.name}-{mode}-{service}{suffix}"
+                    yield pytest.param(case, mode, service, workers, id=name)
 
 
 # -- the harness ----------------------------------------------------------------------
@@ -116,10 +133,14 @@ def _params() -> Iterator[Any]:
 class Harness:
     """One simulated trial logged by the real callback, and the means to hurt it."""
 
-    def __init__(self, tmp_path: Path, service: str, stage: str) -> None:
+    def __init__(self, tmp_path: Path, service: str, stage: str, workers: str = "own") -> None:
         self.tmp_path = tmp_path
         self.callback = WandbLoggerCallback(
-            project="matrix", shared_service=service == "shared", upload_timeout=UPLOAD_TIMEOUT
+            project="matrix",
+            shared_service=service == "shared",
+            upload_timeout=UPLOAD_TIMEOUT,
+            # Multiplexed: the trial shares its worker with two others.
+            runs_per_worker=3 if workers == "multiplexed" else 1,
         )
         if stage == "copying":
             bucket = tmp_path / "bucket"
@@ -134,6 +155,10 @@ class Harness:
         else:
             self.stored = tmp_path / "exp"
             self.trial = FakeTrial("m0001", self.stored)
+        #: The trials sharing its worker (multiplexed), fed and ended with it.
+        self.others = (
+            [FakeTrial(f"m000{n}", self.stored) for n in (2, 3)] if workers == "multiplexed" else []
+        )
         self.fault_at: float | None = None
         self.reported = threading.Event()
         #: The feeder waits before row ``hold_at`` until ``go`` is set (None: no wait).
@@ -146,8 +171,11 @@ class Harness:
         self.hold_at = hold_at
         self.callback.setup()
         self.callback.log_trial_start(self.trial)
-        #: The trial's run (the callback forgets its trials at the experiment's end).
-        self.run: Run = self.callback._trials[self.trial.trial_id].run
+        for other in self.others:
+            self.callback.log_trial_start(other)
+        #: Each trial's run (the callback forgets its trials at the experiment's end).
+        self.runs = {t.trial_id: self.callback._trials[t.trial_id].run for t in self.trials}
+        self.run: Run = self.runs[self.trial.trial_id]
         self._feeder = threading.Thread(target=self._feed, daemon=True)
         self._feeder.start()
 
@@ -156,6 +184,8 @@ class Harness:
             if i == self.hold_at:
                 self.go.wait(60)
             report(self.callback, self.trial, i, i + 1)
+            for other in self.others:
+                report(self.callback, other, i, i + 1)
             time.sleep(PAUSE)
         self.reported.set()
 
@@ -177,8 +207,16 @@ class Harness:
             _signal(pid, signal.SIGCONT)
         self.go.set()
         if self.trial.trial_id in self.callback._trials:
-            self.trial.status = "TERMINATED"
-            self.callback.on_experiment_end([self.trial])
+            for trial in self.trials:
+                trial.status = "TERMINATED"
+            self.callback.on_experiment_end(self.trials)
+
+    @property
+    def trials(self) -> list[FakeTrial]:
+        return [self.trial, *self.others]
+
+    def callback_run(self, trial: FakeTrial) -> Run:
+        return self.runs[trial.trial_id]
 
     def hurt(self, fault: Callable[[], None]) -> None:
         fault()
@@ -189,9 +227,10 @@ class Harness:
         """End the trial and the experiment; the seconds since the fault."""
         assert self._feeder is not None
         self._feeder.join(60)
-        self.callback.log_trial_end(self.trial)
-        self.trial.status = "TERMINATED"
-        self.callback.on_experiment_end([self.trial])
+        for trial in self.trials:
+            self.callback.log_trial_end(trial)
+            trial.status = "TERMINATED"
+        self.callback.on_experiment_end(self.trials)
         assert self.fault_at is not None, "the fault was never injected"
         return time.monotonic() - self.fault_at
 
@@ -347,16 +386,25 @@ def check_rows(rows: list[int], faults: int) -> None:
     assert len(rows) - ROWS <= faults
 
 
+def stored_runs(h: Harness) -> list[RunData]:
+    """The run of each trial, the trial hurt first."""
+    runs = find_runs(h.stored)
+    assert len(runs) == len(h.trials), sorted(runs)
+    return [
+        next(d for d in runs.values() if d.run_id.startswith(f"{t.trial_id}-")) for t in h.trials
+    ]
+
+
 def stored_run(h: Harness) -> RunData:
-    (data,) = find_runs(h.stored).values()
-    return data
+    return stored_runs(h)[0]
 
 
-@pytest.mark.parametrize(("case", "mode", "service"), list(_params()))
+@pytest.mark.parametrize(("case", "mode", "service", "workers"), list(_params()))
 def test_fault(
     case: Case,
     mode: str,
     service: str,
+    workers: str,
     tmp_path: Path,
     wandb_server: WandbServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -366,7 +414,7 @@ def test_fault(
     if mode == "online":
         go_online(wandb_server, monkeypatch, tmp_path / "home")
     shared = service == "shared"
-    h = Harness(tmp_path, service, case.stage)
+    h = Harness(tmp_path, service, case.stage, workers)
     guard = (
         read_only(h.stored / h.trial.storage.trial_dir_name)
         if case.action == "readonly"
@@ -386,16 +434,18 @@ def test_fault(
     if case.disk:
         check_disk(h, case, caplog)
         return
-    assert run.state is RunState.FINISHED
-    assert run.finished is not None and run.finished.exit_code == 0
+    runs = [h.callback_run(t) for t in h.trials]
+    for run in runs:
+        assert run.state is RunState.FINISHED, run
+        assert run.finished is not None and run.finished.exit_code == 0
     faults = 2 if case.stage == "after-resend" else 1
-    data = stored_run(h)
-    check_rows(data.column("training_iteration"), faults)
-    assert data.exit_codes[-1] == 0
-    if mode == "online":
-        record = wandb_server.run(data.run_id)
-        assert record.finished and record.exit_code == 0
-        check_rows([row["training_iteration"] for row in record.history], faults)
+    for data in stored_runs(h):
+        check_rows(data.column("training_iteration"), faults)
+        assert data.exit_codes[-1] == 0
+        if mode == "online":
+            record = wandb_server.run(data.run_id)
+            assert record.finished and record.exit_code == 0
+            check_rows([row["training_iteration"] for row in record.history], faults)
 
 
 def check_disk(h: Harness, case: Case, caplog: pytest.LogCaptureFixture) -> None:
@@ -447,14 +497,19 @@ def test_chaos_random_logging_processes_killed_every_second_and_a_half(tmp_path:
     feeder.start()
     chooser = random.Random(13)
     killed = []
-    for _ in range(10):
-        time.sleep(1.5)
+
+    def candidates() -> list[int]:
         runs = [callback._trials[t.trial_id].run for t in trials]
         pids = [r.worker_pid for r in runs] + [
             r.started.service_pid for r in runs if r.started is not None
         ]
-        candidates = [pid for pid in pids if pid is not None and psutil.pid_exists(pid)]
-        victim = chooser.choice(candidates)
+        return [pid for pid in pids if pid is not None and psutil.pid_exists(pid)]
+
+    for _ in range(10):
+        time.sleep(1.5)
+        # On a loaded machine the launcher may still be importing wandb.
+        wait_for(lambda: bool(candidates()), timeout=60)
+        victim = chooser.choice(candidates())
         _signal(victim, signal.SIGKILL)
         killed.append(victim)
     assert done.wait(120)

@@ -239,3 +239,138 @@ def test_a_stalled_worker_backlog_is_spooled_and_delivered_in_order(
         pool.close()
     (run,) = find_runs(tmp_path).values()
     assert run.column("training_iteration") == list(range(1, 20_001))
+
+
+# -- many runs per worker ------------------------------------------------------------------
+
+
+def test_runs_share_a_worker_and_each_lands_whole(tmp_path: Path) -> None:
+    pool = WorkerPool(runs_per_worker=3)
+    try:
+        runs = [
+            pool.open(f"r{n}", f"trial-{n}", make_setup(tmp_path / str(n), f"run-{n}"))
+            for n in range(5)
+        ]
+        for run in runs:
+            put_rows(run, 1, 201)
+        wait_for(lambda: all(r.started is not None and r.worker_pid is not None for r in runs))
+        # Five runs, workers of three: two processes, the first holding three runs.
+        assert len({r.worker_pid for r in runs}) == 2
+        assert [r.worker_id for r in runs] == ["shared#1"] * 3 + ["shared#2"] * 2
+        for run in runs:
+            run.finish(0)
+        assert pool.wait(runs, timeout=120) == []
+        assert all(r.state is RunState.FINISHED for r in runs)
+    finally:
+        pool.close()
+    for n in range(5):
+        (data,) = find_runs(tmp_path / str(n)).values()
+        assert data.run_id == f"run-{n}"
+        assert data.column("training_iteration") == list(range(1, 201))
+        assert data.exit_code == 0
+    assert wait_no_processes() == []
+
+
+def test_placement_policy_isolates_the_first_runs_then_shares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tune_wandb import _pool
+
+    monkeypatch.setattr(_pool, "DEDICATED_RUNS", 2)
+    monkeypatch.setattr(_pool, "RUNS_PER_WORKER", 2)
+    pool = WorkerPool()
+    try:
+        runs = [
+            pool.open(f"r{n}", f"trial-{n}", make_setup(tmp_path / str(n), f"run-{n}"))
+            for n in range(5)
+        ]
+        wait_for(lambda: all(r.worker_pid is not None for r in runs), timeout=60)
+        # Two live runs get workers of their own; the next share workers of two.
+        assert [r.worker_id for r in runs] == ["r0#1", "r1#1", "shared#1", "shared#1", "shared#2"]
+        for run in runs:
+            put_rows(run, 1, 11)
+            run.finish(0)
+        assert pool.wait(runs, timeout=120) == []
+        # Once they are finished, a new run is alone again: a worker of its own.
+        late = pool.open("late", "trial-late", make_setup(tmp_path / "late", "run-late"))
+        wait_for(lambda: late.worker_id is not None)
+        assert late.worker_id == "late#1"
+        late.finish(0)
+        assert pool.wait([late], timeout=60) == []
+    finally:
+        pool.close()
+    assert len(find_runs(tmp_path)) == 6
+
+
+def test_a_killed_shared_worker_hands_every_run_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="tune_wandb")
+    pool = WorkerPool(runs_per_worker=3)
+    try:
+        runs = [
+            pool.open(f"r{n}", f"trial-{n}", make_setup(tmp_path / str(n), f"run-{n}"))
+            for n in range(3)
+        ]
+        for run in runs:
+            put_rows(run, 1, 51)
+        wait_for(lambda: all(r.ledger.confirmed_seq == 50 for r in runs), timeout=60)
+        (first,) = {r.worker_pid for r in runs}
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: all(r.deaths == 1 for r in runs))
+        for run in runs:
+            put_rows(run, 51, 101)
+            run.finish(0)
+        assert pool.wait(runs, timeout=120) == []
+        # The three runs went on together in one new worker.
+        assert len({r.worker_pid for r in runs} - {first}) == 1
+    finally:
+        pool.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"(pid {first})" in m and "3 runs" in m and "-9" in m for m in messages), messages
+    for n in range(3):
+        (data,) = find_runs(tmp_path / str(n)).values()
+        assert len(data.files) == 2  # a piece before the kill, one after
+        assert data.column("training_iteration") == list(range(1, 101))
+        assert data.exit_codes[-1] == 0
+
+
+def test_a_run_that_cannot_start_in_a_shared_worker_is_isolated_and_others_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tune_wandb")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the run's directory should be")
+    pool = WorkerPool(runs_per_worker=3)
+    try:
+        good = [
+            pool.open(f"g{n}", f"trial-g{n}", make_setup(tmp_path / f"g{n}", f"run-g{n}"))
+            for n in range(2)
+        ]
+        bad = pool.open("bad", "trial-bad", make_setup(blocked, "run-bad"))
+        for run in [*good, bad]:
+            put_rows(run, 1, 31)
+            run.finish(0)
+        assert pool.wait([*good, bad], timeout=120) == []
+        assert bad.state is RunState.GIVEN_UP
+        # It left the shared worker for workers of its own.
+        assert bad.worker_id is not None and bad.worker_id.startswith("bad#")
+        assert all(r.state is RunState.FINISHED for r in good)
+    finally:
+        pool.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not start in a shared worker" in m for m in messages), messages
+    for n in range(2):
+        (data,) = find_runs(tmp_path / f"g{n}").values()
+        assert data.column("training_iteration") == list(range(1, 31))
+        assert data.exit_code == 0
+
+
+def test_runs_per_worker_must_be_a_positive_whole_number() -> None:
+    from tune_wandb import WandbLoggerCallback
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="runs_per_worker"):
+            WandbLoggerCallback(runs_per_worker=bad)  # type: ignore[arg-type]
+    assert WandbLoggerCallback(runs_per_worker=1)._pool.runs_per_worker == 1

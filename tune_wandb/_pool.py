@@ -14,12 +14,19 @@ to the run's ledger (:mod:`tune_wandb._ledger`), writes batches to the
 workers as far as their sockets take them, reads what the workers and the
 launcher say, and replaces a worker that died before finishing its run.
 
-A worker's lifecycle (:class:`WorkerState`), changed by the pool thread only::
+A worker process holds one run (a worker of its own) or many (a multiplexed
+worker); :meth:`WorkerPool._place` decides as each run opens (see
+:data:`DEDICATED_RUNS`, :data:`RUNS_PER_WORKER`). A worker's lifecycle
+(:class:`WorkerState`), changed by the pool thread only::
 
-    SPAWNING --WorkerStarted--> RUNNING --end marker written--> FINISHING --RunFinished--> FINISHED
-       |                           |                               |
-       +------------- socket closed before RunFinished ------------+--> DIED --> replaced
+    SPAWNING --WorkerStarted--> RUNNING --no more runs--> FINISHING --runs finished--> FINISHED
+       |                           |                          |
+       +------- socket closed before its runs finished -------+--> DIED --> every run replaced
     any state before FINISHED --stopped at upload_timeout or close--> STOPPED
+
+(A worker of its own is FINISHING once its run's end marker is written; a
+multiplexed worker is told it is retired once it holds no run, or after
+:data:`_RUNS_PER_LIFETIME` runs.)
 
 A run's (:class:`RunState`)::
 
@@ -27,8 +34,10 @@ A run's (:class:`RunState`)::
     LOGGING/ENDING --workers keep dying, no row lands--> GIVEN_UP
     LOGGING/ENDING --stopped--> STOPPED
 
-Every worker has an id of its own (``<run key>#<n>``): a replacement never
-takes its predecessor's. A worker is dead when its socket closes (every
+Every worker has an id of its own (``<run key>#<n>`` for a worker of its
+own, ``shared#<n>`` for a multiplexed one): a replacement never takes its
+predecessor's. Every run has a number of its own in the pool, which the
+messages about it carry. A worker is dead when its socket closes (every
 message it sent is read by then); its exit code comes from the launcher.
 Shutdown escalates as CPython's process pool does: end marker, join with a
 deadline, SIGTERM, SIGKILL; every process is reaped.
@@ -39,6 +48,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import itertools
 import logging
 import os
 import pickle
@@ -65,7 +75,11 @@ from tune_wandb._protocol import (
     Confirmed,
     LauncherError,
     LogRow,
+    OpenRun,
     PieceSettled,
+    ProcessSetup,
+    Retired,
+    RunFailed,
     RunFinished,
     RunStarted,
     ServiceStarted,
@@ -99,9 +113,21 @@ _IDLE_SECONDS = 0.5
 #: The most messages of one run held in the driver's memory while its worker
 #: cannot keep up; the rest is spooled to a temporary file (see _backlog).
 _BACKLOG_IN_MEMORY = 4096
-#: Workers starting their run at once: a burst of trial starts must not
-#: start hundreds of wandb-core processes together on the driver's node.
+#: Runs starting at once: a burst of trial starts must not start hundreds
+#: of wandb.init (and wandb-core processes) together on the driver's node.
 _MAX_STARTING = 16
+#: A run gets a worker of its own (isolated: its own process and wandb-core)
+#: while fewer than this many runs are live; past that, runs share
+#: multiplexed workers. Small experiments keep full isolation; see
+#: docs/performance.md for the figures that chose it.
+DEDICATED_RUNS = 8
+#: The most runs a multiplexed worker holds at once: 1,000 concurrent runs
+#: in ~16 worker processes (docs/performance.md).
+RUNS_PER_WORKER = 64
+#: A multiplexed worker takes no new run after it has held this many: it
+#: exits once they are finished, and a fresh process takes the next ones
+#: (whatever wandb keeps per run in a process stays bounded).
+_RUNS_PER_LIFETIME = 4 * RUNS_PER_WORKER
 #: A spawn the launcher has not confirmed by then means a stuck launcher.
 _SPAWN_SECONDS = 30.0
 #: How long the launcher's word on a dead worker's exit code is awaited.
@@ -125,6 +151,10 @@ class WorkerState(enum.Enum):
     FINISHED = "finished"
     DIED = "died"
     STOPPED = "stopped"
+
+
+def _isolated_label(run: Run) -> str:
+    return f"trial {run.name}"
 
 
 class RunState(enum.Enum):
@@ -208,6 +238,8 @@ class Run:
         setup: WorkerSetup,
         prepare: Prepare | None,
     ) -> None:
+        #: The run's number in the pool: the messages about it carry it.
+        self.number = next(pool._numbers)
         self.key = key
         self.name = name
         self.setup = setup
@@ -233,6 +265,10 @@ class Run:
         self._piece_writer: int | None = None
         #: What its workers said (each message is logged once).
         self._said: set[str] = set()
+        #: Placed in a worker that has not said RunStarted for it yet.
+        self._starting = False
+        #: It could not start in a multiplexed worker: it gets workers of its own.
+        self._isolate = False
 
     def __repr__(self) -> str:
         return f"<Run {self.key} {self.state.value}>"
@@ -333,9 +369,14 @@ class _Close:
 class _Worker:
     """The pool thread's record of one worker process (never shared with other threads)."""
 
-    def __init__(self, worker_id: str, run: Run, channel: Channel) -> None:
+    def __init__(self, worker_id: str, capacity: int, channel: Channel) -> None:
         self.id = worker_id
-        self.run = run
+        #: The most runs it holds at once (1: a worker of its own).
+        self.capacity = capacity
+        #: The runs it holds now (opened, not finished), by number.
+        self.runs: dict[int, Run] = {}
+        #: Runs it was ever given (a multiplexed worker is retired after _RUNS_PER_LIFETIME).
+        self.held = 0
         self.channel = channel
         self.state = WorkerState.SPAWNING
         self.spawned_at = time.monotonic()
@@ -345,20 +386,44 @@ class _Worker:
         self.exit_known = False
         #: The socket closed: every message of the worker has been read.
         self.gone = False
-        #: The frames queued on the socket, in order: True for a batch, False
-        #: for a control frame (a new shared wandb-core's address).
-        self.frames: collections.deque[bool] = collections.deque()
+        #: The frames queued on the socket, in order: the run of a batch, or
+        #: None for a control frame (a run opened, a new shared wandb-core's address).
+        self.frames: collections.deque[Run | None] = collections.deque()
         #: When the worker last said anything (its watchdog beats every second).
         self.last_heard = time.monotonic()
         #: The wandb-core the worker started for itself, ended with it.
         self.service_pid: int | None = None
-        #: The run had started when this worker took it (its first piece or not).
-        self.starting = True
+        #: Who it was, for the report of its death (its runs are handed over by then).
+        self.lost = ""
+        self.lost_where = ""
         #: When to report a death whose exit code has not come (pool thread's clock).
         self.report_at: float | None = None
         #: When the next stop step is due, and whether SIGKILL was sent.
         self.stop_at: float | None = None
         self.killed = False
+
+    @property
+    def multiplexed(self) -> bool:
+        return self.capacity > 1
+
+    def has_room(self) -> bool:
+        """Whether a new run may be placed here."""
+        return (
+            self.multiplexed
+            and not self.gone
+            and self.state in (WorkerState.SPAWNING, WorkerState.RUNNING)
+            and len(self.runs) < self.capacity
+            and self.held < _RUNS_PER_LIFETIME
+        )
+
+    def label(self) -> str:
+        """How messages name it: its trial, or its pid and how many runs it holds."""
+        if not self.multiplexed:
+            run = next(iter(self.runs.values()), None)
+            return f"of trial {run.name}" if run is not None else f"{self.id}"
+        names = ", ".join(r.name for r in list(self.runs.values())[:3])
+        more = ", ..." if len(self.runs) > 3 else ""
+        return f"{self.id} ({len(self.runs)} runs: {names}{more})"
 
 
 class WorkerPool:
@@ -377,9 +442,17 @@ class WorkerPool:
         >>> pool.close()
     """
 
-    def __init__(self, shared_service: bool = False) -> None:
+    def __init__(self, shared_service: bool = False, runs_per_worker: int | None = None) -> None:
+        if runs_per_worker is not None and runs_per_worker < 1:
+            raise ValueError(f"runs_per_worker must be >= 1, not {runs_per_worker!r}")
         self.shared_service = shared_service
+        #: Runs per worker process: None for the policy (a worker of its own
+        #: while fewer than DEDICATED_RUNS are live, then RUNS_PER_WORKER per
+        #: worker), 1 for a worker per run always, N to share workers of N always.
+        self.runs_per_worker = runs_per_worker
         self.thread_clock = ThreadClock()
+        self._numbers = itertools.count(1)
+        self._shared_ids = itertools.count(1)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         #: The queue's own put, for ``(run, result)``: no Python frame between
         #: the Tune loop and the queue (see :meth:`Run.put`).
@@ -392,7 +465,7 @@ class WorkerPool:
         # -- the pool thread's own state (read, never written, by other threads)
         self._runs: list[Run] = []
         self._workers: dict[str, _Worker] = {}
-        self._to_spawn: list[Run] = []
+        self._to_place: list[Run] = []
         self._launcher: subprocess.Popen[bytes] | None = None
         self._launcher_channel: Channel | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -402,6 +475,8 @@ class WorkerPool:
         self._state_changed = False
         #: The shared wandb-cores the launchers started (ended at close if orphaned).
         self._service_pids: list[int] = []
+        #: What workers said about no run in particular (each message is logged once).
+        self._said: set[str] = set()
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -414,7 +489,7 @@ class WorkerPool:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._closing = False
-        self._runs, self._workers, self._to_spawn = [], {}, []
+        self._runs, self._workers, self._to_place = [], {}, []
         self._service_pids = []
         # Started here rather than on the pool thread: it warms up (imports
         # wandb) while Tune starts its first trials.
@@ -504,7 +579,7 @@ class WorkerPool:
 
     def _round(self) -> None:
         took = self._intake()
-        self._spawn_waiting()
+        self._place_waiting()
         wrote = self._write_all()
         busy = took or wrote
         self._idle_rounds = 0 if busy else self._idle_rounds + 1
@@ -559,7 +634,7 @@ class WorkerPool:
     def _command(self, command: Any) -> None:
         if isinstance(command, _Open):
             self._runs.append(command.run)
-            self._to_spawn.append(command.run)
+            self._to_place.append(command.run)
         elif isinstance(command, _Checkpoint):
             run = command.run
             if run.state is RunState.LOGGING:
@@ -585,43 +660,92 @@ class WorkerPool:
             while self._wake_r.recv(4096):
                 pass
 
-    # -- starting workers -------------------------------------------------------------------
+    # -- placing runs in workers --------------------------------------------------------
 
     def _starting(self) -> int:
-        return sum(1 for w in self._workers.values() if w.starting and not w.gone)
+        return sum(
+            1 for w in self._workers.values() if not w.gone for r in w.runs.values() if r._starting
+        )
 
-    def _spawn_waiting(self) -> None:
-        if not self._to_spawn or self._closing:
+    def _place_waiting(self) -> None:
+        if not self._to_place or self._closing:
             return
         room = _MAX_STARTING - self._starting()
-        while self._to_spawn and room > 0:
-            run = self._to_spawn.pop(0)
+        while self._to_place and room > 0:
+            run = self._to_place.pop(0)
             if run.ended:
                 continue
-            self._spawn(run)
+            self._place(run)
             room -= 1
 
-    def _spawn(self, run: Run, replaces: str | None = None) -> None:
-        worker_id = run._next_worker_id()
+    def _capacity_for(self, run: Run) -> int:
+        """How many runs the worker of ``run`` may hold: 1 for a worker of its own."""
+        if run._isolate:
+            return 1
+        if self.runs_per_worker is not None:
+            return self.runs_per_worker
+        # Live: placed in a worker and not ended (runs waiting to be placed,
+        # as in a burst of trial starts, are not live yet).
+        live = sum(
+            1 for r in self._runs if r.worker_id is not None and not r.ended and r is not run
+        )
+        return 1 if live < DEDICATED_RUNS else RUNS_PER_WORKER
+
+    def _place(self, run: Run, replaces: str | None = None) -> None:
+        """Open ``run`` in a worker: one of its own, or a multiplexed one with room."""
+        capacity = self._capacity_for(run)
+        worker = None
+        if capacity > 1:
+            worker = next((w for w in self._workers.values() if w.has_room()), None)
+        if worker is None:
+            if capacity == 1:
+                worker_id = run._next_worker_id()
+            else:
+                run._next_worker_id()  # its next worker of its own must not take an old id
+                worker_id = f"shared#{next(self._shared_ids)}"
+            worker = self._new_worker(worker_id, capacity, run.setup)
+            if worker is None:
+                logger.error(
+                    "tune-wandb: no launcher to start the W&B worker of trial %s", run.name
+                )
+                run.worker_id, run.worker_pid = worker_id, None
+                self._hand_over(run)
+                return
         setup = run.setup
         if replaces:
             setup = replace(setup, replaces=replaces, replaces_writer=run._piece_writer)
         payload = cloudpickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
-        ours, theirs = socket.socketpair()
-        worker = _Worker(worker_id, run, Channel(ours))
-        self._workers[worker_id] = worker
-        run.worker_id, run.worker_pid = worker_id, None
-        assert self._selector is not None
-        self._selector.register(worker.channel.sock, selectors.EVENT_READ, worker)
+        worker.channel.send(pickle.dumps(OpenRun(run.number, payload)))
+        worker.frames.append(None)
+        worker.runs[run.number] = run
+        worker.held += 1
+        run.worker_id, run.worker_pid = worker.id, worker.pid
+        run._starting = True
+        self._flush(worker)
+
+    def _new_worker(self, worker_id: str, capacity: int, setup: WorkerSetup) -> _Worker | None:
+        """Ask the launcher for a new worker process; None if there is no launcher."""
+        process = ProcessSetup(driver_pid=setup.driver_pid, env=setup.env, capacity=capacity)
+        payload = cloudpickle.dumps(process, protocol=pickle.HIGHEST_PROTOCOL)
         channel = self._launcher_for_spawn()
         if channel is None:
-            theirs.close()
-            logger.error("tune-wandb: no launcher to start the W&B worker of trial %s", run.name)
-            self._worker_gone(worker)
-            return
+            return None
+        ours, theirs = socket.socketpair()
+        worker = _Worker(worker_id, capacity, Channel(ours))
+        self._workers[worker_id] = worker
+        assert self._selector is not None
+        self._selector.register(worker.channel.sock, selectors.EVENT_READ, worker)
         message = pickle.dumps(SpawnWorker(worker_id, payload), protocol=pickle.HIGHEST_PROTOCOL)
         channel.send(message, fds=(theirs.detach(),))
         self._flush_launcher()
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        """A multiplexed worker holds no run and gets none: it exits (its wandb-core with it)."""
+        worker.state = WorkerState.FINISHED
+        worker.channel.send(pickle.dumps(Retired()))
+        worker.frames.append(None)
+        self._flush(worker)
 
     # -- the launcher ----------------------------------------------------------------------------
 
@@ -708,8 +832,8 @@ class WorkerPool:
             worker.last_heard = time.monotonic()
             if worker.state is WorkerState.SPAWNING:
                 worker.state = WorkerState.RUNNING
-            if worker.run.worker_id == worker.id:
-                worker.run.worker_pid = message.pid
+            for run in worker.runs.values():
+                run.worker_pid = message.pid
             self._changed_state()
         elif isinstance(message, WorkerExited):
             worker.exitcode, worker.exit_known = message.exitcode, True
@@ -719,7 +843,7 @@ class WorkerPool:
                 self._worker_gone(worker)
             self._report_death(worker)
         elif isinstance(message, LauncherError):
-            logger.error("tune-wandb: trial %s: %s", worker.run.name, message.message)
+            logger.error("tune-wandb: W&B worker %s: %s", worker.label(), message.message)
             worker.exit_known = True
             self._worker_gone(worker)
 
@@ -738,7 +862,7 @@ class WorkerPool:
         for worker in self._workers.values():
             if not worker.gone and worker.state not in _WORKER_OVER:
                 worker.channel.send(control)
-                worker.frames.append(False)
+                worker.frames.append(None)
                 self._flush(worker)
 
     def _launcher_lost(self) -> None:
@@ -776,38 +900,43 @@ class WorkerPool:
     def _write_all(self) -> bool:
         wrote = False
         for worker in list(self._workers.values()):
-            if worker.gone or worker.state in _WORKER_OVER or worker.run.worker_id != worker.id:
+            if worker.gone or worker.state in _WORKER_OVER or not worker.runs:
                 continue
             wrote |= self._write(worker)
         return wrote
 
     def _write(self, worker: _Worker) -> bool:
-        """Send the run's next batches as far as the socket takes them."""
-        ledger = worker.run.ledger
+        """Send its runs' next batches as far as the socket takes them.
+
+        One batch per run on the socket at a time (the ledger gives none
+        while one is being written), each run in turn: a chatty run does not
+        starve the others of its worker.
+        """
         wrote = False
         while not worker.gone:
-            if True not in worker.frames:  # one batch at a time on the socket
-                batch = ledger.take(_MAX_BATCH)
-                if not batch:
-                    break
-                worker.channel.send(self._pickle(worker.run, batch))
-                worker.frames.append(True)
+            for run in list(worker.runs.values()):
+                batch = run.ledger.take(_MAX_BATCH)
+                if batch:
+                    worker.channel.send(self._pickle(run, batch))
+                    worker.frames.append(run)
             if not self._flush(worker):
                 break
             wrote = True
-            if not ledger.pending and ledger.exit_code is not None:
+        if not worker.multiplexed and worker.state is WorkerState.RUNNING:
+            ledger = next((r.ledger for r in worker.runs.values()), None)
+            if ledger is not None and not ledger.pending and ledger.exit_code is not None:
                 worker.state = WorkerState.FINISHING
                 self._changed_state()
-                break
         return wrote
 
     def _flush(self, worker: _Worker) -> bool:
-        """Write what the worker's socket takes; whether its batch was written whole."""
+        """Write what the worker's socket takes; whether a batch was written whole."""
         channel = worker.channel
         batch_done = False
         for _ in range(channel.flush()):
-            if worker.frames.popleft():
-                worker.run.ledger.written()
+            run = worker.frames.popleft()
+            if run is not None:
+                run.ledger.written()
                 batch_done = True
         self._watch(channel, worker)
         if channel.broken and not worker.gone:
@@ -817,14 +946,14 @@ class WorkerPool:
 
     def _pickle(self, run: Run, messages: tuple[Any, ...]) -> bytes:
         try:
-            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(Batch(run.number, messages), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             # The filters pass only values that pickle, but for wandb media
             # made by the user (a wandb.Table holding a lock): such a value is
             # taken out of its row, in place, and the rest of the batch goes.
             for message in messages:
                 run._make_picklable(message)
-            return pickle.dumps(Batch(messages), protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(Batch(run.number, messages), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _serve_worker(self, worker: _Worker, events: int) -> None:
         if events & selectors.EVENT_WRITE and not worker.gone:
@@ -847,19 +976,18 @@ class WorkerPool:
             self._on_worker_message(worker, message)
 
     def _on_worker_message(self, worker: _Worker, message: Any) -> None:
-        run = worker.run
-        if isinstance(message, Confirmed):
+        number = getattr(message, "run", None)
+        run = worker.runs.get(number) if number is not None else None
+        if isinstance(message, WorkerLog):
+            self._log_worker(run, message)
+        elif run is None:
+            return  # a heartbeat, or a run this worker no longer holds
+        elif isinstance(message, Confirmed):
             run.ledger.confirm(message.seq, message.history)
-        elif isinstance(message, WorkerLog):
-            # Said once per run: a replacement that fails as its predecessor did
-            # would say the same again.
-            if message.message not in run._said:
-                run._said.add(message.message)
-                logger.log(message.level, "tune-wandb: %s", message.message)
         elif isinstance(message, PieceSettled):
             run.ledger.settled(message.history)
         elif isinstance(message, RunStarted):
-            worker.starting = False
+            run._starting = False
             worker.service_pid = run._piece_writer = message.service_pid
             run.started = message
             run.ledger.started(os.path.join(message.run_dir, f"run-{message.run_id}.wandb"))
@@ -872,18 +1000,49 @@ class WorkerPool:
                 # Rows the disk did not take stay in the ledger (and its spool)
                 # until the experiment ends.
                 run.ledger.run_finished()
-            if worker.state is not WorkerState.STOPPED:
-                worker.state = WorkerState.FINISHED
+            del worker.runs[run.number]
             if run.state is not RunState.STOPPED:
                 run.state = RunState.FINISHED
+            if worker.state is not WorkerState.STOPPED:
+                if not worker.multiplexed:
+                    worker.state = WorkerState.FINISHED
+                elif not worker.runs:
+                    self._retire(worker)
             self._changed_state()
+        elif isinstance(message, RunFailed):
+            self._isolate(worker, run, message.reason)
+
+    def _log_worker(self, run: Run | None, message: WorkerLog) -> None:
+        # Said once per run (a replacement that fails as its predecessor did
+        # would say the same again); once per pool for a whole process.
+        said = run._said if run is not None else self._said
+        if message.message not in said:
+            said.add(message.message)
+            logger.log(message.level, "tune-wandb: %s", message.message)
+
+    def _isolate(self, worker: _Worker, run: Run, reason: str) -> None:
+        """A run could not start in a multiplexed worker: a worker of its own takes it."""
+        del worker.runs[run.number]
+        run._starting = False
+        run._isolate = True
+        if reason not in run._said:
+            run._said.add(reason)
+            logger.warning(
+                "tune-wandb: trial %s: its W&B run could not start in a shared worker (%s); "
+                "it gets a worker of its own",
+                run.name,
+                reason,
+            )
+        self._hand_over(run)
+        # SPAWNING too: the launcher's WorkerStarted may come after the worker's own word.
+        if not worker.runs and worker.state in (WorkerState.SPAWNING, WorkerState.RUNNING):
+            self._retire(worker)
 
     def _worker_gone(self, worker: _Worker) -> None:
         """The worker's socket closed: it is dead (or about to be), every message read."""
         if worker.gone:
             return
         worker.gone = True
-        worker.starting = False
         assert self._selector is not None
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.channel.sock)
@@ -894,15 +1053,27 @@ class WorkerPool:
             return
         worker.state = WorkerState.DIED
         worker.report_at = time.monotonic() + _EXIT_CODE_SECONDS
-        # Its own wandb-core would idle on for minutes; ended, its piece is final.
+        worker.lost = worker.label()
+        first = next(iter(worker.runs.values()), None)
+        worker.lost_where = (
+            first.run_dir if first is not None else None
+        ) or "the trial's directory"
+        # Its own wandb-core would idle on for minutes; ended, its pieces are final.
         _end_service(worker.service_pid)
         self._report_death(worker)
         self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
-        """Hand a dead worker's run to a new worker, unless its workers keep dying."""
-        run = worker.run
-        if run.worker_id != worker.id or run.ended:
+        """Hand each run a dead worker held to a new worker, unless its workers keep dying."""
+        runs = list(worker.runs.values())
+        worker.runs.clear()
+        for run in runs:
+            run._starting = False
+            self._hand_over(run)
+
+    def _hand_over(self, run: Run) -> None:
+        """The run lost its worker: place it again, with what did not land, or give it up."""
+        if run.ended:
             return
         handover = run.ledger.died()
         run.deaths += 1
@@ -916,7 +1087,7 @@ class WorkerPool:
             return
         if self._closing:
             return
-        self._spawn(run, replaces=handover.piece)
+        self._place(run, replaces=handover.piece)
 
     def _give_up(self, run: Run) -> None:
         run.state = RunState.GIVEN_UP
@@ -934,21 +1105,31 @@ class WorkerPool:
         )
 
     def _report_death(self, worker: _Worker) -> None:
-        """Say once that a worker died before finishing its run, with its exit code if known."""
+        """Say once that a worker died before finishing its runs, with its exit code if known."""
         if worker.state is not WorkerState.DIED or worker.report_at is None:
             return
         if not worker.exit_known and time.monotonic() < worker.report_at:
             return
         worker.report_at = None
         exitcode = worker.exitcode if worker.exit_known and worker.exitcode is not None else None
-        logger.error(
-            "tune-wandb: the W&B worker of trial %s (pid %s) ended with exit code %s before "
-            "finishing its run; what it logged is on disk in %s",
-            worker.run.name,
-            worker.pid,
-            _describe_exit(exitcode),
-            worker.run.run_dir or "the trial's directory",
-        )
+        if worker.multiplexed:
+            logger.error(
+                "tune-wandb: the W&B worker %s (pid %s) ended with exit code %s before "
+                "finishing its runs; what they logged is on disk in their trials' directories, "
+                "and new workers take them over",
+                worker.lost,
+                worker.pid,
+                _describe_exit(exitcode),
+            )
+        else:
+            logger.error(
+                "tune-wandb: the W&B worker %s (pid %s) ended with exit code %s before "
+                "finishing its run; what it logged is on disk in %s",
+                worker.lost,
+                worker.pid,
+                _describe_exit(exitcode),
+                worker.lost_where,
+            )
         self._forget_if_done(worker)
 
     def _forget_if_done(self, worker: _Worker) -> None:
@@ -962,10 +1143,13 @@ class WorkerPool:
             return
         run.state = RunState.STOPPED
         with contextlib.suppress(ValueError):
-            self._to_spawn.remove(run)
+            self._to_place.remove(run)
         self._changed_state()
         for worker in self._workers.values():
-            if worker.run is run and not worker.gone:
+            if run.number not in worker.runs or worker.gone:
+                continue
+            # A multiplexed worker is stopped once every run it holds is.
+            if all(r.ended for r in worker.runs.values()):
                 self._stop_worker(worker)
 
     def _stop_worker(self, worker: _Worker) -> None:
@@ -992,12 +1176,12 @@ class WorkerPool:
                 worker.state in (WorkerState.RUNNING, WorkerState.FINISHING)
                 and not worker.gone
                 and now - worker.last_heard > _SILENT_SECONDS
-                and worker.run.ledger.busy
+                and any(r.ledger.busy for r in worker.runs.values())
             ):
                 logger.error(
-                    "tune-wandb: the W&B worker of trial %s (pid %s) has said nothing for %.0f s "
-                    "(stopped or frozen); it is ended and a new worker takes the run over",
-                    worker.run.name,
+                    "tune-wandb: the W&B worker %s (pid %s) has said nothing for %.0f s "
+                    "(stopped or frozen); it is ended and new workers take its runs over",
+                    worker.label(),
                     worker.pid,
                     now - worker.last_heard,
                 )
@@ -1034,7 +1218,7 @@ class WorkerPool:
         if self._closing:
             return
         self._closing = True
-        self._to_spawn.clear()
+        self._to_place.clear()
         for run in self._runs:
             self._stop_run(run)
         self._close_deadline = time.monotonic() + 2 * _STOP_STEP_SECONDS + 1.0

@@ -8,18 +8,24 @@ socket:
   of a fresh socket pair as a passed file descriptor) or to stop one
   (:class:`StopWorker`); the launcher reports :class:`WorkerStarted` and, when
   it has reaped the process, :class:`WorkerExited` with its exit code.
-* driver <-> worker (one socket per worker): the driver sends :class:`Batch`
-  messages holding :class:`LogRow`, :class:`UploadCheckpoint` and finally
-  :class:`FinishRun`, the end marker; the worker answers
+* driver <-> worker (one socket per worker process, which may hold many
+  runs): the driver opens each run in the worker (:class:`OpenRun`), then
+  sends :class:`Batch` messages naming their run and holding
+  :class:`LogRow`, :class:`UploadCheckpoint` and finally :class:`FinishRun`,
+  the run's end marker; the worker answers, naming the run,
   :class:`PieceSettled` (a replacement only), :class:`RunStarted`,
-  :class:`Confirmed`, :class:`WorkerLog` and :class:`RunFinished`.
+  :class:`Confirmed`, :class:`WorkerLog`, :class:`RunFinished` or
+  :class:`RunFailed`, and beats :class:`Heartbeat` for the whole process. A
+  worker holding many runs exits when told it is :class:`Retired` and its
+  runs are done; a worker of one run exits when its run is finished.
 
 Every message is a small frozen dataclass, never a bare tuple or None, so that
 a reader can find each one here and a mismatch fails loudly. Messages are
 pickled with the standard pickle (only our own processes read them) and
 framed as ``multiprocessing.connection`` frames them (see
 :mod:`tune_wandb._channel`); the worker's set-up travels once, as a
-cloudpickle payload inside SpawnWorker.
+cloudpickle payload inside SpawnWorker (:class:`ProcessSetup`), and each
+run's once inside its OpenRun (:class:`WorkerSetup`).
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ EXIT_HUNG = 76
 
 @dataclass(frozen=True)
 class SpawnWorker:
-    """Fork a worker; its socket follows as a passed file descriptor."""
+    """Fork a worker; its socket follows as a passed file descriptor.
+
+    ``payload`` is the cloudpickled :class:`ProcessSetup`.
+    """
 
     worker_id: str
     payload: bytes = field(repr=False)
@@ -137,10 +146,28 @@ class FinishRun:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Messages sent together: the driver's pool thread batches what piled up."""
+class OpenRun:
+    """Start run number ``run`` in this worker; ``payload`` is its cloudpickled WorkerSetup.
 
+    ``run`` is the driver's number for the run, unique within the pool: every
+    message about the run, either way, carries it.
+    """
+
+    run: int
+    payload: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Messages for run ``run`` sent together: the pool thread batches what piled up."""
+
+    run: int
     messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
+
+
+@dataclass(frozen=True)
+class Retired:
+    """No run will be opened in this worker any more: exit once its runs are finished."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +190,7 @@ class PieceSettled:
     rows handed over that landed there and sends the others.
     """
 
+    run: int
     history: int
 
 
@@ -170,6 +198,7 @@ class PieceSettled:
 class RunStarted:
     """``wandb.init`` returned: where the run lives."""
 
+    run: int
     run_id: str
     name: str
     url: str | None
@@ -193,14 +222,16 @@ class Confirmed:
     keeps the rest to send again if the worker dies.
     """
 
+    run: int
     seq: int
     history: int
 
 
 @dataclass(frozen=True)
 class WorkerLog:
-    """A message for the driver's log, at a ``logging`` level."""
+    """A message for the driver's log, at a ``logging`` level, about run ``run`` (None: all)."""
 
+    run: int | None
     level: int
     message: str
 
@@ -209,12 +240,26 @@ class WorkerLog:
 class RunFinished:
     """``wandb.finish`` returned; ``run_dir`` is where the finished run is stored."""
 
+    run: int
     exit_code: int
     rows: int
     run_dir: str
     offline: bool
     #: Rows that never reached the run file (a full or read-only disk).
     unwritten: int = 0
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """A worker holding many runs could not start (or restart) run ``run``.
+
+    The worker goes on with its other runs; the driver hands this one to a
+    worker of its own, which can do what a shared process cannot (end its
+    wandb-core, log offline instead).
+    """
+
+    run: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -226,8 +271,22 @@ class StorageTarget:
 
 
 @dataclass(frozen=True)
+class ProcessSetup:
+    """What a worker process needs whatever runs it holds, sent once in SpawnWorker.
+
+    ``env`` is the driver's ``WANDB_*`` variables as the callback read them
+    (the key left out); ``capacity`` the most runs the worker holds at once
+    (1: a worker of its own for one run, which exits once it is finished).
+    """
+
+    driver_pid: int
+    env: dict[str, str] = field(default_factory=dict)
+    capacity: int = 1
+
+
+@dataclass(frozen=True)
 class WorkerSetup:
-    """Everything a worker needs, sent once as a cloudpickle payload.
+    """Everything a worker needs for one run, sent once as a cloudpickle payload.
 
     ``api_key`` is kept out of ``repr`` so it cannot reach a log by accident;
     it crosses only the driver-worker socket, never a command line or a file.

@@ -1,10 +1,29 @@
-"""The worker loop: one process per trial, owning that trial's W&B run.
+"""The worker process: one or many W&B runs, each fed by the driver over one socket.
 
 A worker is forked by the launcher (see :mod:`tune_wandb._launcher`); its entry
-point is :func:`worker_main`. It starts the run, then logs what the driver
-sends until the end marker (:class:`~tune_wandb._protocol.FinishRun`), finishes
-the run and exits. It never takes SIGINT (the driver ends it in order on
-Ctrl-C) and it ends its run by itself if the driver's process goes away.
+point is :func:`worker_main`. The driver opens runs in it
+(:class:`~tune_wandb._protocol.OpenRun`) and sends each run's batches, which
+name the run; each run starts, logs what it is sent until its end marker
+(:class:`~tune_wandb._protocol.FinishRun`) and finishes. A worker never takes
+SIGINT (the driver ends it in order on Ctrl-C) and ends its runs by itself
+if the driver's process goes away.
+
+Two shapes, one per-run logic (:class:`_Slot`):
+
+* **a worker of its own** (capacity 1, the default for small experiments):
+  its one run is served on the main thread, which reads the socket itself;
+  the process may do what concerns its one run only (a SIGTERM handler while
+  ``wandb.init`` waits for W&B, ending its wandb-core after a failed online
+  ``wandb.init`` to log offline instead) and exits once the run is finished.
+* **a multiplexed worker** (capacity > 1, for many concurrent trials): the
+  main thread reads the socket and hands each run's batches to the run's own
+  thread; the runs share one wandb-core (``reinit="create_new"``, console
+  capture off) and nothing process-wide is changed for one run. A run that
+  cannot start here is handed back to the driver
+  (:class:`~tune_wandb._protocol.RunFailed`), which gives it a worker of its
+  own. A wandb-core death is recovered once for every run of the process
+  (:meth:`_Process.renew_service`). It exits once it is
+  :class:`~tune_wandb._protocol.Retired` and its runs are finished.
 """
 
 from __future__ import annotations
@@ -15,6 +34,7 @@ import json
 import logging
 import os
 import pickle
+import queue
 import select
 import signal
 import sys
@@ -36,7 +56,11 @@ from tune_wandb._protocol import (
     FinishRun,
     Heartbeat,
     LogRow,
+    OpenRun,
     PieceSettled,
+    ProcessSetup,
+    Retired,
+    RunFailed,
     RunFinished,
     RunStarted,
     UploadCheckpoint,
@@ -58,8 +82,8 @@ _UPLOAD_DEAD_PIECE_SECONDS = 60.0
 #: How long after ``wandb.finish`` a worker waits for wandb-core to write the
 #: end of the run file.
 _FILE_CLOSE_SECONDS = 30.0
-#: How many times a worker starts a new wandb-core for its run before a new
-#: worker takes the run over.
+#: How many times a worker starts a new wandb-core for its runs before a new
+#: worker takes them over.
 _MAX_SERVICE_RESTARTS = 2
 #: How long a worker waits for the launcher's new shared wandb-core.
 _SERVICE_RESTART_SECONDS = 15.0
@@ -72,6 +96,8 @@ _STOPPED_SECONDS = 2.0
 #: Rows logged that have not reached the run file after this long mean the
 #: disk does not take them (wandb-core writes the file every second).
 _STALL_SECONDS = 10.0
+#: What a run's thread in a multiplexed worker is handed when the driver is gone.
+_DRIVER_LOST = "driver lost"
 
 
 def worker_main(
@@ -81,26 +107,26 @@ def worker_main(
     service: tuple[str, int] | None = None,
     requirements: str | None = None,
 ) -> None:
-    """Run one trial's W&B run; the launcher's fork target.
+    """Run the W&B runs the driver opens in this process; the launcher's fork target.
 
     Args:
         sock_fd: this worker's end of its socket to the driver.
-        payload: the cloudpickled :class:`~tune_wandb._protocol.WorkerSetup`.
+        payload: the cloudpickled :class:`~tune_wandb._protocol.ProcessSetup`.
         inherited_fds: descriptors inherited from the launcher that belong to
             it (its own socket to the driver, other workers' sockets), closed
             here so that their peers see them close when their owners do.
         service: the address (a ``WANDB_SERVICE`` value) and pid of the
             experiment's shared wandb-core, None to start one of its own.
         requirements: the environment's ``requirements.txt``, listed once by
-            the launcher, saved with the run instead of wandb listing it again.
+            the launcher, saved with each run instead of wandb listing it again.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in inherited_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
     conn = Connection(sock_fd)
-    setup: WorkerSetup = cloudpickle.loads(payload)
-    code = _Worker(conn, setup, service, requirements).run()
+    setup: ProcessSetup = cloudpickle.loads(payload)
+    code = _Process(conn, setup, service, requirements).run()
     sys.exit(code)
 
 
@@ -167,15 +193,15 @@ class _Watchdog:
 
     Every second it tells the driver the worker is alive (a stopped or frozen
     worker falls silent, and the driver replaces it). It ends wandb-core
-    (SIGKILL) when it has been stopped, or has kept a ``run.log`` call waiting,
-    for ``_STUCK_SECONDS``: the call then fails with a lost connection, and the
-    worker starts a new wandb-core (see :meth:`_Worker._recover`). A main
-    loop still stuck ``_STUCK_SECONDS`` later is hung in wandb itself: the
-    process exits, and a new worker takes the run over.
+    (SIGKILL) when it has been stopped, or has kept a ``run.log`` call of any
+    run waiting, for ``_STUCK_SECONDS``: the call then fails with a lost
+    connection, and the worker starts a new wandb-core (see
+    :meth:`_Slot._recover`). A run still stuck ``_STUCK_SECONDS`` later is
+    hung in wandb itself: the process exits, and new workers take its runs over.
     """
 
-    def __init__(self, worker: _Worker) -> None:
-        self.worker = worker
+    def __init__(self, process: _Process) -> None:
+        self.process = process
         self._stop = threading.Event()
         self._stopped_since: float | None = None
         self._killed_at: float | None = None
@@ -189,41 +215,53 @@ class _Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(_HEARTBEAT_SECONDS):
-            self.worker._send(Heartbeat())
+            self.process.send(Heartbeat())
             self._check(time.monotonic())
 
     def _check(self, now: float) -> None:
-        worker = self.worker
-        pid = worker.service_pid
-        stage, since = worker.stage
+        process = self.process
+        pid = process.service_pid
+        stuck: _Slot | None = None
+        for slot in list(process.slots.values()):
+            stage, since = slot.stage
+            if stage == "log" and now - since > _STUCK_SECONDS:
+                stuck = slot
+                break
         if pid is not None and _stopped(pid):
             self._stopped_since = self._stopped_since or now
         else:
             self._stopped_since = None
-        stuck_in_log = stage == "log" and now - since > _STUCK_SECONDS
         stopped_for = now - self._stopped_since if self._stopped_since is not None else 0.0
         core_stopped = stopped_for > _STOPPED_SECONDS
-        if (stuck_in_log or core_stopped) and pid is not None and self._killed_at is None:
+        if (stuck or core_stopped) and pid is not None and self._killed_at is None:
             self._killed_at = now
-            worker._say(
+            process.say(
+                stuck,
                 logging.WARNING,
                 f"its wandb-core (pid {pid}) is {'stopped' if core_stopped else 'hung'}; it is "
                 "ended and a new one takes over",
             )
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        elif stage != "log":
+        elif stuck is None:
             self._killed_at = None
-        if stuck_in_log and self._killed_at is not None and now - self._killed_at > _STUCK_SECONDS:
-            worker._say(logging.ERROR, "hung in wandb.log; a new worker takes the run over")
+        if stuck and self._killed_at is not None and now - self._killed_at > _STUCK_SECONDS:
+            process.say(stuck, logging.ERROR, "hung in wandb.log; a new worker takes the run over")
             os._exit(EXIT_HUNG)
 
 
-class _Worker:
+class _Process:
+    """The worker process: its socket, its runs, and what they share (wandb-core, environment).
+
+    It alone reads the socket (in a worker of its own, on behalf of its one
+    run, from the run's own loop) and owns the process-wide state: the
+    environment, the shared wandb-core's address, the restarts of wandb-core.
+    """
+
     def __init__(
         self,
         conn: Connection,
-        setup: WorkerSetup,
+        setup: ProcessSetup,
         service: tuple[str, int] | None,
         requirements: str | None,
     ) -> None:
@@ -231,10 +269,255 @@ class _Worker:
         self.setup = setup
         self.shared_service = service
         self.requirements = requirements
-        self.wb: Any = None
-        self.warned: set[str] = set()
+        self.multi = setup.capacity > 1
         self.driver = _PidWatch(setup.driver_pid)
         self._send_lock = threading.Lock()
+        #: The runs open in this process, by the driver's number.
+        self.slots: dict[int, _Slot] = {}
+        #: The wandb-core the runs talk to (for the watchdog), set as runs start.
+        self.service_pid: int | None = None
+        #: wandb-core restarts, and its generation: one restart serves every run.
+        self.restarts = 0
+        self.generation = 0
+        self.exhausted = False
+        self._service_lock = threading.Lock()
+        self._service_changed = threading.Condition()
+        #: Environment changes around one run's call (artifact staging) are made under it.
+        self.env_lock = threading.Lock()
+        self.retired = False
+        self.driver_lost = False
+        #: Set by a run's thread when the whole process must hand its runs over.
+        self.handover: _HandOverError | None = None
+
+    # -- messages to the driver ------------------------------------------------
+
+    def send(self, message: object) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # Runs' threads and the watchdog send too: one frame at a time. The
+        # driver may be gone; the runs' data is on disk either way.
+        with self._send_lock, contextlib.suppress(OSError):
+            self.conn.send_bytes(data)
+
+    def say(self, slot: _Slot | None, level: int, text: str) -> None:
+        """A message for the driver's log, about one run, or about every run of the process."""
+        if slot is not None:
+            slot._say(level, text)
+        elif not self.multi and self.slots:
+            next(iter(self.slots.values()))._say(level, text)
+        else:
+            self.send(WorkerLog(None, level, f"W&B worker (pid {os.getpid()}): {text}"))
+
+    # -- the process -----------------------------------------------------------
+
+    def run(self) -> int:
+        self._apply_env()
+        watchdog = _Watchdog(self)
+        watchdog.start()
+        try:
+            return self._serve_many() if self.multi else self._serve_one()
+        finally:
+            watchdog.stop()
+
+    def _apply_env(self) -> None:
+        # The launcher's environment is the driver's as it was when the
+        # launcher started; a worker takes the driver's WANDB_* variables as the
+        # callback read them when the experiment started (the key left out: it
+        # comes through the settings). Once per process: never per run.
+        for name in [n for n in os.environ if n.startswith("WANDB_")]:
+            del os.environ[name]
+        os.environ.update(self.setup.env)
+        # wandb prints outside any run's settings too (e.g. "Encoding video...").
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if self.shared_service and "WANDB_SERVICE" not in self.setup.env:
+            os.environ["WANDB_SERVICE"] = self.shared_service[0]
+        else:
+            self.shared_service = None
+
+    def _serve_one(self) -> int:
+        """A worker of its own: its one run, served on this thread."""
+        while not self.slots:
+            if self.pump(None, _DRIVER_POLL_SECONDS) == "driver":
+                return EXIT_DRIVER_LOST
+        (slot,) = self.slots.values()
+        return slot.run()
+
+    def _serve_many(self) -> int:
+        """A multiplexed worker: read the socket, hand each run its batches, until done."""
+        while True:
+            if self.handover is not None:
+                return self.handover.exit_code
+            if not self.driver_lost and self.pump(None, _DRIVER_POLL_SECONDS) == "driver":
+                self.driver_lost = True
+                for slot in self.slots.values():
+                    slot.inbox.put(_DRIVER_LOST)
+            for number, slot in list(self.slots.items()):
+                if slot.thread is not None and not slot.thread.is_alive():
+                    del self.slots[number]
+            if not self.slots and (self.retired or self.driver_lost):
+                break
+            if self.driver_lost:
+                time.sleep(0.2)
+        # Every run is finished: end this process's own wandb-core now rather
+        # than at interpreter exit.
+        import wandb
+
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+        return 0
+
+    def pump(self, watch: _PidWatch | None, timeout: float) -> str | None:
+        """Wait up to ``timeout`` for the driver's next frame and hand it on.
+
+        Returns ``"driver"`` if the driver is gone, ``"service"`` if ``watch``'s
+        process ended first, else None.
+        """
+        waitables: list[Any] = [self.conn, *self.driver.waitables()]
+        if watch is not None:
+            waitables += watch.waitables()
+        ready = wait(waitables, timeout=timeout)
+        if watch is not None and (set(ready) & set(watch.waitables()) or watch.gone()):
+            return "service"
+        if self.conn not in ready:
+            if ready or self.driver.gone():
+                return "driver"
+            return None
+        try:
+            data = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            return "driver"
+        try:
+            frame = pickle.loads(data)
+        except Exception as exc:
+            # A value the driver could pickle and this process cannot load
+            # (a class from the user's __main__ inside a wandb.Table): the
+            # batch is lost, the worker lives on.
+            self.say(None, logging.ERROR, f"could not read a batch of results ({exc!r}); skipped")
+            return None
+        self._dispatch(frame)
+        return None
+
+    def _dispatch(self, frame: Any) -> None:
+        if isinstance(frame, Batch):
+            slot = self.slots.get(frame.run)
+            if slot is not None:
+                slot.inbox.put(frame.messages)
+        elif isinstance(frame, OpenRun):
+            self._open(frame)
+        elif isinstance(frame, UseService):
+            self._use_service(frame)
+        elif isinstance(frame, Retired):
+            self.retired = True
+        else:
+            raise TypeError(f"unexpected message {type(frame).__name__}")
+
+    def _open(self, message: OpenRun) -> None:
+        setup: WorkerSetup = cloudpickle.loads(message.payload)
+        slot = _Slot(self, message.run, setup)
+        self.slots[message.run] = slot
+        if self.multi:
+            slot.thread = threading.Thread(
+                target=slot.run, name=f"tune-wandb-run-{message.run}", daemon=True
+            )
+            slot.thread.start()
+
+    # -- wandb-core, shared by every run of the process ------------------------
+
+    def _use_service(self, message: UseService) -> None:
+        """The shared wandb-core was started again: the next ``wandb.init`` uses it."""
+        if self.shared_service is not None:
+            with self._service_changed:
+                self.shared_service = (message.token, message.pid)
+                os.environ["WANDB_SERVICE"] = message.token
+                self._service_changed.notify_all()
+
+    def renew_service(self, slot: _Slot, seen: int) -> int:
+        """wandb-core died under ``slot``'s run, which ran on generation ``seen``.
+
+        The first run to see a death ends wandb's connection to it and, with
+        a shared one, waits for the launcher's new one; the others find that
+        done. Returns the generation to start runs on.
+
+        Raises:
+            _HandOverError: wandb-core died once too often.
+        """
+        import wandb
+
+        with self._service_lock:
+            if self.generation == seen and not self.exhausted:
+                if self.restarts >= _MAX_SERVICE_RESTARTS:
+                    self.exhausted = True
+                else:
+                    self.restarts += 1
+                    what = (
+                        f"its {len(self.slots)} runs continue"
+                        if self.multi
+                        else "the run continues"
+                    )
+                    self.say(
+                        None if self.multi else slot,
+                        logging.WARNING,
+                        f"its wandb-core died; a new one starts and {what} in a new piece "
+                        f"(restart {self.restarts} of {_MAX_SERVICE_RESTARTS})",
+                    )
+                    # Clears wandb's connection and WANDB_SERVICE, whatever it raises.
+                    with contextlib.suppress(BaseException):
+                        wandb.teardown()
+                    if self.shared_service is not None:
+                        self._await_shared_service()
+                    self.generation += 1
+            if self.exhausted:
+                raise _HandOverError(
+                    EXIT_SERVICE_LOST, f"its wandb-core died {self.restarts + 1} times"
+                )
+            return self.generation
+
+    def _await_shared_service(self) -> None:
+        """Wait (bounded) for the launcher's new shared wandb-core, else use one of our own."""
+        dead = self.shared_service
+        deadline = time.monotonic() + _SERVICE_RESTART_SECONDS
+        if self.multi:
+            with self._service_changed:
+                while self.shared_service == dead and time.monotonic() < deadline:
+                    self._service_changed.wait(0.2)
+        else:
+            while self.shared_service == dead and time.monotonic() < deadline:
+                if self.pump(None, 0.2) == "driver":
+                    break
+        if self.shared_service == dead:
+            self.say(
+                None,
+                logging.WARNING,
+                "the shared wandb-core was not started again in time; this worker starts one "
+                "of its own",
+            )
+            self.shared_service = None
+            os.environ.pop("WANDB_SERVICE", None)
+        else:
+            assert self.shared_service is not None
+            os.environ["WANDB_SERVICE"] = self.shared_service[0]
+
+
+class _Slot:
+    """One run in a worker process: started, logged, finished, recovered.
+
+    In a worker of its own it runs on the main thread; in a multiplexed worker
+    on a thread of its own, fed through ``inbox`` by the main thread.
+    """
+
+    def __init__(self, process: _Process, number: int, setup: WorkerSetup) -> None:
+        self.process = process
+        self.number = number
+        self.setup = setup
+        self.requirements = process.requirements
+        self.wb: Any = None
+        self.warned: set[str] = set()
+        #: The run's batches (and _DRIVER_LOST), as the main thread read them.
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        #: The generation of wandb-core the run was started on (see _Process.renew_service).
+        self.generation = 0
+        #: Where an offline run's artifact files are staged (inside its run directory).
+        self.staging_dir: str | None = None
         #: Rows and checkpoints handled and not yet seen in the run file, in
         #: order: logged again if wandb-core dies before writing them.
         self.unconfirmed: collections.deque[_Handled] = collections.deque()
@@ -246,7 +529,6 @@ class _Worker:
         #: The wandb-core this worker's run talks to, watched for its death.
         self.service_pid: int | None = None
         self.service_watch: _PidWatch | None = None
-        self.restarts = 0
         #: What the main thread is doing in wandb, and since when (for the watchdog).
         self.stage: tuple[str, float] = ("start", time.monotonic())
         #: Rows that have not reached the run file for _STALL_SECONDS (said once).
@@ -258,14 +540,10 @@ class _Worker:
     # -- messages to the driver --------------------------------------------
 
     def _send(self, message: object) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        # The watchdog thread sends too: one frame at a time. The driver may
-        # be gone; the run's data is on disk either way.
-        with self._send_lock, contextlib.suppress(OSError):
-            self.conn.send_bytes(data)
+        self.process.send(message)
 
     def _say(self, level: int, text: str) -> None:
-        self._send(WorkerLog(level, f"trial {self.setup.trial_name}: {text}"))
+        self._send(WorkerLog(self.number, level, f"trial {self.setup.trial_name}: {text}"))
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self.warned:
@@ -278,13 +556,18 @@ class _Worker:
     # -- the run ------------------------------------------------------------
 
     def run(self) -> int:
-        self._apply_env()
-        watchdog = _Watchdog(self)
-        watchdog.start()
+        """Start, log and finish the run; the process's exit code (a worker of its own)."""
+        multi = self.process.multi
         try:
             try:
                 self._start_run()
+            except _HandOverError:
+                raise
             except Exception as exc:
+                if multi:
+                    # A worker of its own can try what this process cannot.
+                    self._send(RunFailed(self.number, f"{type(exc).__name__}: {exc}"))
+                    return 1
                 where = self.setup.init_kwargs.get("dir") or "the trial's directory"
                 self._say(
                     logging.ERROR,
@@ -295,26 +578,14 @@ class _Worker:
             exit_code = self._loop()
             self._finish(exit_code)
         except _HandOverError as handover:
+            if multi and not self.process.exhausted:
+                # This run only (it could not start again): a worker of its own takes it.
+                self._send(RunFailed(self.number, str(handover)))
+                return handover.exit_code
             self._say(logging.ERROR, f"{handover}; a new worker takes the run over")
+            self.process.handover = handover
             return handover.exit_code
-        finally:
-            watchdog.stop()
         return 0
-
-    def _apply_env(self) -> None:
-        # The launcher's environment is the driver's as it was when the
-        # launcher started; a worker takes the driver's WANDB_* variables as the
-        # callback read them when the experiment started (the key left out: it
-        # comes through the settings).
-        for name in [n for n in os.environ if n.startswith("WANDB_")]:
-            del os.environ[name]
-        os.environ.update(self.setup.env)
-        # wandb prints outside any run's settings too (e.g. "Encoding video...").
-        os.environ.setdefault("WANDB_SILENT", "true")
-        if self.shared_service and "WANDB_SERVICE" not in self.setup.env:
-            os.environ["WANDB_SERVICE"] = self.shared_service[0]
-        else:
-            self.shared_service = None
 
     def _start_run(self) -> None:
         self._doing("start")
@@ -326,8 +597,18 @@ class _Worker:
     def _init_run(self) -> None:
         """``wandb.init`` of the run (resumed, in a new piece, if it has pieces already)."""
         self._doing("init")
+        process = self.process
+        self.generation = process.generation
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
+        # A stop from the W&B UI would interrupt the worker's main thread (every
+        # run of a multiplexed worker); the trial is Tune's to stop.
+        settings.setdefault("stop_fn", self._stop_fn())
+        if process.multi:
+            # Runs share the process: one wandb-core for all of them, and the
+            # process's output belongs to none of them.
+            kwargs["reinit"] = "create_new"
+            settings["console"] = "off"
         suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
         if suffix and "x_sync_dir_suffix" not in settings:
             settings["x_sync_dir_suffix"] = suffix
@@ -340,15 +621,17 @@ class _Worker:
         self.counter = _runfile.HistoryCounter(run.settings.sync_file)
         self.confirmed_history = 0
         own = _wandb_compat.own_service_process()
-        if self.shared_service is not None:
-            self._watch_service(self.shared_service[1])
+        if process.shared_service is not None:
+            self._watch_service(process.shared_service[1])
         else:
             self._watch_service(own.pid if own is not None else None)
+        process.service_pid = self.service_pid
+        # wandb stages artifact files in a per-user directory until they are
+        # uploaded; an offline run's must travel with the run (to storage, to
+        # the machine that runs `wandb sync`).
+        self.staging_dir = None
         if run.offline:
-            # wandb stages artifact files in a per-user directory until they are
-            # uploaded; an offline run's must travel with the run (to storage,
-            # to the machine that runs `wandb sync`).
-            os.environ["WANDB_DATA_DIR"] = os.path.join(run.settings.sync_dir, _STAGING_DIR)
+            self.staging_dir = os.path.join(run.settings.sync_dir, _STAGING_DIR)
         if save_requirements:
             self._save_requirements(run)
         self._run_info_hook(run)
@@ -358,20 +641,42 @@ class _Worker:
         run.define_metric("*", step_metric="training_iteration")
         self._send(
             RunStarted(
+                run=self.number,
                 run_id=run.id,
                 name=run.name or self.setup.trial_name,
                 url=None if run.offline else run.url,
                 run_dir=run.settings.sync_dir,
                 offline=bool(run.offline),
-                service_pid=None if self.shared_service else self.service_pid,
+                service_pid=None if process.shared_service else self.service_pid,
             )
         )
         self._doing("idle")
+
+    def _stop_fn(self) -> Any:
+        """A plain function for wandb's ``stop_fn``.
+
+        wandb deep-copies its settings: a bound method would copy this run's
+        state, locks included.
+        """
+
+        def stopped_from_ui() -> None:
+            self._stopped_from_ui()
+
+        return stopped_from_ui
+
+    def _stopped_from_ui(self) -> None:
+        self._say(
+            logging.WARNING,
+            "W&B was asked to stop the run (from its page); the trial is Tune's to stop, so "
+            "its results are still logged",
+        )
 
     def _wandb_init(self, kwargs: dict[str, Any], settings: dict[str, Any]) -> Any:
         """``wandb.init``; online, offline instead if W&B does not answer (said once)."""
         import wandb
 
+        if self.process.multi:
+            return self._wandb_init_shared(kwargs, settings)
         offline = _settings.offline_or_disabled(kwargs, os.environ)
         if not offline:
             # wandb.init waits for W&B up to its init_timeout (90 s by default),
@@ -401,7 +706,7 @@ class _Worker:
         # answer: end this worker's own wandb-core, and start again on a new
         # one of its own (a shared one is left alone).
         os.environ.pop("WANDB_SERVICE", None)
-        self.shared_service = None
+        self.process.shared_service = None
         _wandb_compat.kill_own_service()
         with contextlib.suppress(Exception, SystemExit):
             wandb.teardown()
@@ -414,6 +719,25 @@ class _Worker:
             f"Upload it later with: wandb sync {where}",
         )
         return run
+
+    def _wandb_init_shared(self, kwargs: dict[str, Any], settings: dict[str, Any]) -> Any:
+        """``wandb.init`` in a multiplexed worker: again on a new wandb-core if it died.
+
+        Any other failure is raised: the driver gives the run a worker of its
+        own, which can log offline instead (see :meth:`_wandb_init`).
+        """
+        import wandb
+
+        for attempt in range(_MAX_SERVICE_RESTARTS + 1):
+            try:
+                return wandb.init(settings=wandb.Settings(**settings), **kwargs)
+            except Exception as exc:
+                lost = isinstance(exc, _wandb_compat.service_lost_errors())
+                if attempt == _MAX_SERVICE_RESTARTS or not (lost or _own_service_died()):
+                    raise
+                self._say(logging.WARNING, f"its wandb-core died in wandb.init ({exc!r})")
+                self.generation = self.process.renew_service(self, self.generation)
+        raise AssertionError("unreachable")
 
     def _watch_service(self, pid: int | None) -> None:
         if self.service_watch is not None:
@@ -432,7 +756,8 @@ class _Worker:
         # The dead worker's wandb-core may still be writing its piece; once it is
         # complete, the driver learns how many rows landed there, and sends the
         # rows it handed over beyond those.
-        self._send(PieceSettled(_wait_until_complete(run_file, self.setup.replaces_writer)))
+        landed = _wait_until_complete(run_file, self.setup.replaces_writer)
+        self._send(PieceSettled(self.number, landed))
         if not uploaded:
             self._upload_dead_piece(run_file)
         if self.setup.storage is not None:
@@ -522,41 +847,43 @@ class _Worker:
     def _serve(self) -> int:
         code = self._drain()
         while code is None:
-            watch = self.service_watch
-            waitables = [self.conn, *self.driver.waitables()]
-            if watch is not None:
-                waitables += watch.waitables()
-            ready = wait(waitables, timeout=_DRIVER_POLL_SECONDS)
+            driver_lost = self._wait_for_work()
             self._confirm()
-            if watch is not None and (set(ready) & set(watch.waitables()) or watch.gone()):
-                raise _ServiceLostError(f"wandb-core (pid {watch.pid}) exited")
-            if self.conn not in ready:
-                if ready or self.driver.gone():
-                    return self._driver_lost()
-                continue
-            try:
-                data = self.conn.recv_bytes()
-            except (EOFError, OSError):
+            if driver_lost:
                 return self._driver_lost()
-            try:
-                frame = pickle.loads(data)
-            except Exception as exc:
-                # A value the driver could pickle and this process cannot load
-                # (a class from the user's __main__ inside a wandb.Table): the
-                # batch is lost, the worker lives on.
-                self._say(logging.ERROR, f"could not read a batch of results ({exc!r}); skipped")
-                continue
-            self._take(frame)
             code = self._drain()
         return code
 
-    def _take(self, frame: Any) -> None:
-        """A frame from the driver: a batch's messages join ``todo``; a control frame acts."""
-        if isinstance(frame, UseService):
-            self._use_service(frame)
-            return
-        assert isinstance(frame, Batch), f"unexpected message {type(frame).__name__}"
-        self.todo.extend(frame.messages)
+    def _wait_for_work(self) -> bool:
+        """Wait up to 1 s for the run's batches (moved to ``todo``); whether the driver is gone.
+
+        Raises:
+            _ServiceLostError: wandb-core ended meanwhile.
+        """
+        watch = self.service_watch
+        if self.process.multi:
+            try:
+                items = [self.inbox.get(timeout=_DRIVER_POLL_SECONDS)]
+            except queue.Empty:
+                items = []
+        else:
+            event = self.process.pump(watch, _DRIVER_POLL_SECONDS)
+            if event == "service":
+                assert watch is not None
+                raise _ServiceLostError(f"wandb-core (pid {watch.pid}) exited")
+            items = [_DRIVER_LOST] if event == "driver" else []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.append(self.inbox.get_nowait())
+        lost = False
+        for item in items:
+            if item == _DRIVER_LOST:
+                lost = True
+            else:
+                self.todo.extend(item)
+        if watch is not None and self.process.multi and watch.gone():
+            raise _ServiceLostError(f"wandb-core (pid {watch.pid}) exited")
+        return lost
 
     def _drain(self) -> int | None:
         """Handle the messages read and not handled yet, in order; the end marker's exit code.
@@ -570,12 +897,6 @@ class _Worker:
                 return message.exit_code
             self._handle(message)
         return None
-
-    def _use_service(self, message: UseService) -> None:
-        """The shared wandb-core was started again: the next ``wandb.init`` uses it."""
-        if self.shared_service is not None:
-            self.shared_service = (message.token, message.pid)
-            os.environ["WANDB_SERVICE"] = message.token
 
     def _handle(self, message: LogRow | UploadCheckpoint) -> None:
         """Log a row or upload a checkpoint; kept until the run file holds it.
@@ -612,25 +933,9 @@ class _Worker:
         Raises:
             _HandOverError: wandb-core died once too often.
         """
-        import wandb
-
         while True:
-            if self.restarts >= _MAX_SERVICE_RESTARTS:
-                raise _HandOverError(
-                    EXIT_SERVICE_LOST, f"its wandb-core died {self.restarts + 1} times"
-                )
-            self.restarts += 1
-            self._say(
-                logging.WARNING,
-                f"its wandb-core died; a new one continues the run in a new piece "
-                f"(restart {self.restarts} of {_MAX_SERVICE_RESTARTS})",
-            )
+            self.generation = self.process.renew_service(self, self.generation)
             dead_piece = self.wb.settings.sync_file if self.wb is not None else None
-            # Clears wandb's connection and WANDB_SERVICE, whatever it raises.
-            with contextlib.suppress(BaseException):
-                wandb.teardown()
-            if self.shared_service is not None:
-                self._await_shared_service()
             # The dead piece is final: confirm what it holds, and log the rest
             # again, before what was not handled yet.
             self._confirm(force=True)
@@ -649,30 +954,6 @@ class _Worker:
                     EXIT_SERVICE_LOST, f"could not start its run again ({exc!r})"
                 ) from exc
             return
-
-    def _await_shared_service(self) -> None:
-        """Wait (bounded) for the launcher's new shared wandb-core, else use one of our own."""
-        dead = self.shared_service
-        deadline = time.monotonic() + _SERVICE_RESTART_SECONDS
-        while self.shared_service == dead and time.monotonic() < deadline:
-            if not self.conn.poll(0.2):
-                continue
-            try:
-                frame = pickle.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
-                break
-            self._take(frame)
-        if self.shared_service == dead:
-            self._say(
-                logging.WARNING,
-                "the shared wandb-core was not started again in time; this run starts one of "
-                "its own",
-            )
-            self.shared_service = None
-            os.environ.pop("WANDB_SERVICE", None)
-        else:
-            assert self.shared_service is not None
-            os.environ["WANDB_SERVICE"] = self.shared_service[0]
 
     def _confirm(self, force: bool = False) -> None:
         """Tell the driver which rows are in the run file, about once a second.
@@ -696,7 +977,7 @@ class _Worker:
                 self.confirmed_history += 1
             seq = handled.message.seq
         if seq is not None:
-            self._send(Confirmed(seq=seq, history=count))
+            self._send(Confirmed(run=self.number, seq=seq, history=count))
         self._check_writes(now)
 
     def _check_writes(self, now: float) -> None:
@@ -809,14 +1090,35 @@ class _Worker:
             artifact = wandb.Artifact(
                 name=f"checkpoint_{_artifact_safe(self.setup.trial_name)}", type="model"
             )
-            artifact.add_dir(path)
             aliases = ["latest"]
             if message.iteration is not None:
                 aliases.append(f"iteration_{message.iteration}")
-            self.wb.log_artifact(artifact, aliases=aliases)
+            self._log_artifact(artifact, path, aliases)
         except Exception as exc:
             self._raise_if_service_lost(exc)
             self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
+
+    def _log_artifact(self, artifact: Any, path: str, aliases: list[str]) -> None:
+        """Add ``path`` to ``artifact`` and log it; offline, staged inside the run directory.
+
+        wandb reads its staging directory from ``WANDB_DATA_DIR`` as it stages:
+        set for this call only, under the process's lock (runs share the process).
+        """
+        if self.staging_dir is None:
+            artifact.add_dir(path)
+            self.wb.log_artifact(artifact, aliases=aliases)
+            return
+        with self.process.env_lock:
+            before = os.environ.get("WANDB_DATA_DIR")
+            os.environ["WANDB_DATA_DIR"] = self.staging_dir
+            try:
+                artifact.add_dir(path)
+                self.wb.log_artifact(artifact, aliases=aliases)
+            finally:
+                if before is None:
+                    os.environ.pop("WANDB_DATA_DIR", None)
+                else:
+                    os.environ["WANDB_DATA_DIR"] = before
 
     def _finish(self, exit_code: int) -> None:
         """Finish the run (in a new piece if wandb-core dies meanwhile) and report it."""
@@ -867,12 +1169,14 @@ class _Worker:
             self._doing("copy")
             run_dir = self._copy_to_storage(run_dir)
         rows = len(self.logged_seqs)
-        self._send(RunFinished(exit_code, rows, run_dir, offline, unwritten=unwritten))
-        # Ends this worker's wandb-core service, if it has one of its own, now
-        # rather than at interpreter exit.
-        self._doing("teardown")
-        with contextlib.suppress(Exception):
-            wandb.teardown()
+        self._send(RunFinished(self.number, exit_code, rows, run_dir, offline, unwritten=unwritten))
+        self._doing("done")
+        if not self.process.multi:
+            # Ends this worker's wandb-core service, if it has one of its own,
+            # now rather than at interpreter exit (a multiplexed worker's, once
+            # every run is finished).
+            with contextlib.suppress(Exception):
+                wandb.teardown()
 
     def _await_exit_record(self, run_file: str) -> bool:
         """Wait for the run file's exit record; False at once if wandb-core is gone."""

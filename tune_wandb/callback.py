@@ -95,10 +95,19 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             the runs. Off by default: a worker runs on the driver's node, so it
             would describe the driver's machine, not the trial's.
         shared_service: let all workers of the experiment share one wandb-core
-            service: about 0.035 CPU-s and 8 MB less per trial, but a crash of
-            that one process ends every running trial's logging. Off by
-            default, so that a crashing wandb-core takes one run down at most;
-            see docs/performance.md for the figures.
+            service: about 0.035 CPU-s and 8 MB less per trial. A wandb-core
+            that dies is started again and every run it served continues in
+            a new piece, nothing lost; but all of them pause for it at once.
+            Off by default, so that a trial with a worker of its own has its
+            own wandb-core (a multiplexed worker's wandb-core serves that
+            worker's runs either way); see docs/performance.md.
+        runs_per_worker: how many runs one worker process (and its
+            wandb-core) holds. ``None`` (default): each trial gets a worker of
+            its own while fewer than 8 runs are live, then trials share
+            workers of up to 64 runs, so that 1,000 concurrent trials take
+            24 worker processes instead of 1,000 (see docs/architecture.md).
+            ``1``: a worker per trial always (full isolation). ``N > 1``:
+            every trial shares workers of up to ``N`` runs.
         key_check_timeout: online, seconds the W&B server has to answer the
             check of the key, made once before any trial starts. A refused key
             raises ``ValueError``; no answer in time is a warning, and the
@@ -126,6 +135,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         log_system_metrics: bool = False,
         shared_service: bool = False,
         key_check_timeout: float = DEFAULT_KEY_CHECK_TIMEOUT,
+        runs_per_worker: int | None = None,
         **wandb_init_kwargs: Any,
     ) -> None:
         if api_key_file and api_key:
@@ -144,6 +154,15 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
         if upload_timeout < 0:
             raise ValueError(f"upload_timeout must be >= 0 seconds, not {upload_timeout!r}")
+        if runs_per_worker is not None and (
+            isinstance(runs_per_worker, bool)
+            or not isinstance(runs_per_worker, int)
+            or runs_per_worker < 1
+        ):
+            raise ValueError(
+                "runs_per_worker must be a whole number >= 1 (1: a worker per trial), or None "
+                f"for tune-wandb's policy; not {runs_per_worker!r}"
+            )
         if key_check_timeout < 0:
             raise ValueError(
                 f"key_check_timeout must be >= 0 seconds (0: no check), not {key_check_timeout!r}"
@@ -168,12 +187,17 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.image_kwargs = dict(image_kwargs or {})
         self.log_system_metrics = log_system_metrics
         self.shared_service = shared_service
+        self.runs_per_worker = runs_per_worker
         self.key_check_timeout = key_check_timeout
         self.wandb_init_kwargs = wandb_init_kwargs
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._pool = WorkerPool(shared_service=self.shared_service)
+        self._pool = WorkerPool(
+            shared_service=self.shared_service,
+            # Callbacks pickled before the argument existed have no attribute.
+            runs_per_worker=getattr(self, "runs_per_worker", None),
+        )
         #: The pool's queue's own put: one call per result on the Tune loop.
         self._put: Callable[[Any], None] = self._pool.put
         self._trials: dict[str, _TrialLog] = {}
