@@ -632,6 +632,23 @@ def _leaves_of(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _exact_seconds(durations: np.ndarray) -> np.ndarray:
+    """Each duration in seconds, computed exactly and rounded once (NaT: NaN)."""
+    unit, step = np.datetime_data(durations.dtype)
+    whole = {"W": 604800, "D": 86400, "h": 3600, "m": 60, "s": 1}
+    digits = {"ms": 3, "us": 6, "ns": 9, "ps": 12, "fs": 15, "as": 18}
+    unit_seconds = (
+        fractions.Fraction(whole[unit])
+        if unit in whole
+        else fractions.Fraction(1, 10 ** digits[unit])
+    )
+    out = [
+        math.nan if np.isnat(d) else float(int(d.astype(np.int64)) * step * unit_seconds)
+        for d in durations.reshape(-1)
+    ]
+    return np.asarray(out, dtype=np.float64).reshape(durations.shape)
+
+
 def _expected(value: Any) -> tuple[bool, Any]:  # noqa: PLR0911 - one return per kind
     """What the history should hold for a leaf: (loggable, value as NumPy sees it)."""
     if isinstance(value, FakeTensor):
@@ -645,7 +662,7 @@ def _expected(value: Any) -> tuple[bool, Any]:  # noqa: PLR0911 - one return per
         if kind == "m" and np.datetime_data(value.dtype)[0] in ("Y", "M"):
             return True, value.astype(str)
         if kind == "m":
-            return True, np.asarray(value / np.timedelta64(1, "s"))
+            return True, _exact_seconds(value)
         if kind == "M":
             return True, np.asarray(np.datetime_as_string(value))
         if kind == "S":
@@ -743,3 +760,13 @@ def test_splitter_matches_split_result(
         merged_fast.update(config or {})
         merged_ref.update(reference.config)
         assert merged_fast.keys() == merged_ref.keys()
+
+
+def test_durations_of_any_length_become_their_seconds() -> None:
+    # Hypothesis found it: days past ~292 billion years wrapped to -9.2e18 s.
+    days = np.array([106751991167301, -3, 0], dtype="timedelta64[D]")
+    keep, out = history_value(days)
+    assert keep
+    assert list(out) == [106751991167301 * 86400.0, -259200.0, 0.0]
+    keep, out = history_value(np.array([3, "NaT"], dtype="timedelta64[ns]"))
+    assert out[0] == 3e-9 and math.isnan(out[1])

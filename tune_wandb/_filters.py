@@ -194,6 +194,26 @@ def _history_form(value: Any) -> Any:  # noqa: PLR0911 - one return per kind
     raise _UnloggableError
 
 
+def _seconds(durations: np.ndarray) -> np.ndarray:
+    """Durations as float seconds, NaT as NaN, without overflow.
+
+    NumPy's ``durations / np.timedelta64(1, "s")`` first converts days or
+    weeks to integer seconds, which wraps past ~292 billion years and gives a
+    huge negative number; counting in the array's own unit does not.
+    """
+    unit, step = np.datetime_data(durations.dtype)
+    counts = durations.astype(np.int64).astype(np.float64) * step  # any byte order
+    one = np.array(1, dtype=np.int64).astype(f"m8[{unit}]")
+    per_second = float(np.timedelta64(1, "s") / one)
+    # Dividing by a whole number of units per second, or multiplying by a
+    # whole number of seconds per unit, rounds once, as NumPy's own division.
+    if per_second >= 1:
+        seconds = counts / per_second
+    else:
+        seconds = counts * float(one / np.timedelta64(1, "s"))
+    return np.where(np.isnat(durations), np.nan, seconds)
+
+
 def _array_form(array: np.ndarray) -> Any:
     if type(array) is not np.ndarray:
         array = np.asarray(array)  # subclasses (matrix, memmap) as plain arrays
@@ -205,7 +225,7 @@ def _array_form(array: np.ndarray) -> Any:
         if unit in ("Y", "M"):
             array, kind = array.astype(str), "U"
         else:
-            array, kind = array / np.timedelta64(1, "s"), "f"
+            array, kind = _seconds(array), "f"
     if kind in "biuf":
         if array.size == 1:
             item = array.item()
@@ -214,7 +234,7 @@ def _array_form(array: np.ndarray) -> Any:
             return array.astype(np.float64)  # long doubles have no JSON or histogram form
         return array
     if kind == "M":
-        array = np.datetime_as_string(array)  # type: ignore[arg-type]
+        array = np.datetime_as_string(array)
     if array.ndim == 0:
         return _json_leaf(array.item(), 0)
     # Strings, objects, complex numbers, records: what each element becomes.
