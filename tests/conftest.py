@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,8 +32,8 @@ def our_processes() -> list[psutil.Process]:
     """Every live launcher, worker (forked launchers) and wandb-core of this test session.
 
     That is, those below this process, and orphans (their parent gone) started
-    since the session began; another test session's processes on the same
-    machine are not counted.
+    since the session began from this environment (their command line names
+    it); another test session's processes on the same machine are not counted.
     """
     me = psutil.Process()
     mine = {p.pid for p in me.children(recursive=True)}
@@ -46,7 +47,11 @@ def our_processes() -> list[psutil.Process]:
             continue
         if not any(fragment in cmdline for fragment in OUR_PROCESSES):
             continue
-        orphan = proc.info["ppid"] == 1 and proc.info["create_time"] >= _SESSION_START
+        orphan = (
+            proc.info["ppid"] == 1
+            and proc.info["create_time"] >= _SESSION_START
+            and sys.prefix in cmdline
+        )
         if proc.pid in mine or orphan:
             found.append(proc)
     return found
