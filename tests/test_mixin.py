@@ -189,3 +189,26 @@ def test_setup_wandb_in_ray_train_v2_workers(
         assert run.config["lr"] == 0.1
         # Finished by tune-wandb when the training function ended (raised: 1).
         assert run.exit_code == (1 if fail else 0)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_setup_wandb_in_a_class_trainables_setup(storage: Path) -> None:
+    # Ray's docs and example: setup_wandb(config, trial_id=self.trial_id, ...) in setup().
+    analysis = tune.run(
+        trainables.SetupWandbClass,
+        config={"fail_at": tune.grid_search([None, 2])},
+        name="classsetup",
+        storage_path=str(storage),
+        raise_on_failed_trial=False,
+        verbose=0,
+    )
+    for trial in analysis.trials:
+        (run,) = find_runs(Path(trial.path)).values()
+        assert run.run_id.startswith(trial.trial_id + "-")
+        assert (run.project, run.group, run.name) == ("cls", "G", str(trial))
+        failed = trial.config["fail_at"] == 2
+        assert run.column("row") == ([1] if failed else [1, 2, 3])
+        # Finished when Tune stopped the trainable: 1 for the trial whose step raised.
+        assert run.exit_codes == [1 if failed else 0]
+        assert (trial.status == "ERROR") == failed

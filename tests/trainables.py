@@ -299,3 +299,21 @@ def paced(config: dict[str, Any]) -> None:
     for i in range(config["n"]):
         time.sleep(config["pause"])
         tune.report({"loss": 1.0 / (i + 1)})
+
+
+class SetupWandbClass(tune.Trainable):
+    """Ray's documented pattern: setup_wandb in a class trainable's setup(), with the
+    trial's id and name; fails in step ``config["fail_at"]`` if given."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from tune_wandb import setup_wandb
+
+        self.run = setup_wandb(
+            config, trial_id=self.trial_id, trial_name=self.trial_name, group="G", project="cls"
+        )
+
+    def step(self) -> dict[str, Any]:
+        if self.iteration + 1 == self.config.get("fail_at"):
+            raise RuntimeError("step failed on purpose")
+        self.run.log({"row": self.iteration + 1})
+        return {"row": self.iteration + 1, "done": self.iteration + 1 >= 3}

@@ -195,10 +195,15 @@ def setup_wandb(
     for ray_name, init_name in (("trial_id", "id"), ("trial_name", "name")):
         if ray_name in kwargs:
             kwargs[init_name] = kwargs.pop(ray_name)
-    trial = _current_trial()
+    trainable = _running_trainable()
+    trial = TrialInfo.of_trainable(trainable) if trainable is not None else _current_trial()
     train_run = trial is None and rank is not None
     if train_run:
         trial = _current_train_run(rank or 0)
+    if trial is not None and not train_run and kwargs.get("id") == trial.trial_id:
+        # Ray's docs pass the trial's own id (trial_id=self.trial_id): it is
+        # Tune's choice, which gets the experiment's suffix as everywhere else.
+        del kwargs["id"]
     if trial is None:
         options, entry_kwargs = _settings.split_entry(entry)
         key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
@@ -211,9 +216,74 @@ def setup_wandb(
     run = start_trial_run(trial, config, **kwargs)
     if train_run:
         _finish_with_the_train_function(trial, run)
+    elif trainable is not None and not _is_function_trainable(trainable):
+        _finish_with_the_trainable(trainable, trial, run)
     else:
         _finish_with_the_trial(trial, run)
     return run
+
+
+def _running_trainable() -> Any | None:
+    """The Tune ``Trainable`` this process is the actor of (None elsewhere).
+
+    Ray keeps its actor's instance in the worker (``worker.actors``) from before
+    ``__init__`` runs, so it is found in a class trainable's ``setup()`` (where
+    ``tune.get_context()`` knows no trial: Tune takes the trial's facts out of
+    the config before ``setup``) and in a function trainable's thread alike. The
+    instance holds the trial's facts (``_trial_info``) and storage (``_storage``).
+    """
+    try:
+        from ray._private import worker as ray_worker
+        from ray.tune.trainable import Trainable
+
+        worker = ray_worker.global_worker
+        actor = worker.actors.get(worker.actor_id)
+    except Exception:
+        return None
+    if not isinstance(actor, Trainable):
+        return None
+    if getattr(actor, "_trial_info", None) is None or getattr(actor, "_storage", None) is None:
+        return None
+    return actor
+
+
+def _is_function_trainable(trainable: Any) -> bool:
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    return isinstance(trainable, FunctionTrainable)
+
+
+def _finish_with_the_trainable(trainable: Any, trial: TrialInfo, run: Any) -> None:
+    """Finish ``run`` when Tune stops the class trainable, after its own ``cleanup``.
+
+    Tune ends a class trainable's actor without ``atexit`` (where wandb would
+    finish the run), but first calls its ``stop()``, which calls ``cleanup()``:
+    the instance's ``cleanup`` is wrapped. Ray calls actor methods through the
+    class, so ``step`` is wrapped only to see whether the trial failed (exit
+    code 1).
+    """
+    original_cleanup, original_step = trainable.cleanup, trainable.step
+    failed = False
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failed
+        try:
+            return original_step(*args, **kwargs)
+        except BaseException:
+            failed = True
+            raise
+
+    def cleanup(*args: Any, **kwargs: Any) -> Any:
+        trainable.cleanup, trainable.step = original_cleanup, original_step
+        try:
+            return original_cleanup(*args, **kwargs)
+        finally:
+            try:
+                finish_trial_run(trial, run, exit_code=1 if failed else 0)
+            except Exception:
+                logger.exception("tune-wandb: could not finish the W&B run %s", run.id)
+
+    trainable.step, trainable.cleanup = step, cleanup
 
 
 def _train_world_rank() -> int | None:
@@ -351,6 +421,14 @@ class TrialInfo:
             fs_path=str(storage.trial_fs_path),
             local_dir=str(storage.trial_working_directory),
             experiment_fs_path=str(storage.experiment_fs_path),
+        )
+
+    @classmethod
+    def of_trainable(cls, trainable: Any) -> TrialInfo:
+        """A Tune trial's, from its ``Trainable`` (its ``_trial_info`` and ``_storage``)."""
+        info = trainable._trial_info
+        return cls.of_trial(
+            info.trial_id, info.trial_name, info.experiment_name, trainable._storage
         )
 
     @classmethod
