@@ -98,14 +98,6 @@ def all_but_the_last(results: int) -> int:
     return results - 1
 
 
-D2 = (
-    "issue 14 defect 2: the callback and the mixin make two runs per trial (same name and "
-    "group, ids with different suffixes), one with the Tune results, one with wandb.log's rows"
-)
-D2_PROJECT = (
-    "issue 14 defect 2: setup_wandb(config) without a project makes a second run per trial "
-    "in wandb's default project (uncategorized) beside the callback's in raytune-colab"
-)
 D3 = (
     "issue 14 defect 3: the RLlib form config={'logger_config': {'wandb': {...}}} is ignored: "
     "the run goes to project uncategorized and logger_config is logged as config"
@@ -202,7 +194,6 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={("train_mnist", "runs"): D2, ("train_mnist", "logged"): D2},
     ),
     Script(
         "wandb_colab_raytune_2022",
@@ -216,12 +207,7 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={
-            ("train_mnist", "runs"): D2,
-            ("train_mnist", "logged"): D2,
-            ("train_mnist", "where"): D7,
-            ("", "terminal"): D4,
-        },
+        known={("train_mnist", "where"): D7, ("", "terminal"): D4},
     ),
     Script(
         "wandb_colab_raytune",
@@ -236,12 +222,7 @@ SCRIPTS = (
                 trial_log_path=True,
             ),
         ),
-        known={
-            ("train_mnist", "runs"): D2,
-            ("train_mnist", "logged"): D2,
-            ("train_mnist", "where"): D2_PROJECT,
-            ("train_mnist", "trial_log_path"): D8,
-        },
+        known={("train_mnist", "trial_log_path"): D8},
     ),
 )
 
@@ -380,7 +361,8 @@ def test_the_run_holds_what_the_script_logs(
         for metric, rows in experiment.logged.items():
             values = run.column(metric)
             assert len(values) == rows(results), metric
-            assert all(isinstance(v, float) for v in values), metric
+            # Numbers, not text: wandb's JSON writes a whole float as an integer (50.0 -> 50).
+            assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         for key in experiment.config:
             assert run.config.get(key) == trial.config[key], key
         assert not experiment.not_config & run.config.keys()

@@ -212,3 +212,27 @@ def test_setup_wandb_in_a_class_trainables_setup(storage: Path) -> None:
         # Finished when Tune stopped the trainable: 1 for the trial whose step raised.
         assert run.exit_codes == [1 if failed else 0]
         assert (trial.status == "ERROR") == failed
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_callback_and_class_mixin_make_one_run_per_trial(storage: Path) -> None:
+    from tune_wandb import WandbLoggerCallback
+
+    analysis = tune.run(
+        trainables.WandbCounting,
+        config={"steps": 4, "wandb": {"project": "classes"}},
+        name="both",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="callback-project", group="callback-group")],
+        verbose=0,
+    )
+    (trial,) = analysis.trials
+    # One writer: the mixin's run, with the callback's id, group and Tune's results too.
+    (run,) = find_runs(storage / "both").values()
+    assert (run.project, run.group, run.name) == ("classes", "callback-group", str(trial))
+    tune_rows = [row for row in run.history if "time_this_iter_s" in row]
+    assert [row["training_iteration"] for row in tune_rows] == [1, 2, 3, 4]
+    assert run.column("setup_logged") == [1]
+    assert len(run.column("count")) == 8  # four from wandb.log, four Tune results
+    assert run.exit_codes == [0]

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _initargs, _report, _runfile, _settings, sync
+from tune_wandb import (
+    _credentials,
+    _filters,
+    _handoff,
+    _initargs,
+    _report,
+    _runfile,
+    _settings,
+    sync,
+)
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
 from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
@@ -185,6 +194,15 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._said_project = False
         self._said_entry_key = False
         self._said_unknown: set[str] = set()
+        #: Whether the job's trial processes were told this callback's settings.
+        self._published = False
+        #: The experiments whose trials were claimed (their claims withdrawn at the end).
+        self._claimed_in: set[str] = set()
+        #: Trials whose one run is written by their own process (a mixin, setup_wandb).
+        self._handed_off: set[str] = set()
+        self._function_trainables: dict[str, bool] = {}
+        #: Function trials started whose run waits for their first result.
+        self._deferred: set[str] = set()
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -224,6 +242,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         _report.ensure_console()
         _warn_if_debugging()
         self._check_callback_key()
+        self._publish()
         project = _settings.resolve_project(self.project, os.environ)
         if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
             self._said_project = True
@@ -232,6 +251,32 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 "WANDB_PROJECT); runs go to wandb's default project."
             )
         self._pool.start()
+
+    def _publish(self) -> None:
+        """Tell the job's trial processes this callback's settings.
+
+        A trial whose own process starts a W&B run (``@wandb_mixin``,
+        ``WandbTrainableMixin``, ``setup_wandb``) then writes the trial's one
+        run with them, Tune's results included, and this callback opens none
+        for it (see :mod:`tune_wandb._handoff`).
+        """
+        assert self._token is not None
+        init_kwargs = dict(self.wandb_init_kwargs)
+        if init_kwargs.get("settings") is not None:
+            settings = _settings.merge_settings(init_kwargs["settings"], False, quiet=False)
+            settings.pop("api_key", None)
+            init_kwargs["settings"] = settings
+        self._published = _handoff.publish(
+            _handoff.CallbackSettings(
+                token=self._token,
+                project=_settings.resolve_project(self.project, os.environ),
+                group=self.group or os.environ.get(_settings.GROUP_ENV_VAR),
+                excludes=self.excludes,
+                log_config=self.log_config,
+                init_kwargs=init_kwargs,
+                api_key_file=self.api_key_file,
+            )
+        )
 
     def _populate_run_location(self) -> None:
         """Ray's WANDB_POPULATE_RUN_LOCATION_HOOK, when no project was given.
@@ -357,10 +402,43 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
 
     def log_trial_start(self, trial: Trial) -> None:
-        """Open the trial's run, or keep the one still logging (a retried trial)."""
+        """Open the trial's run, or keep the one still logging (a retried trial).
+
+        A function trainable's run is opened at its first result instead: its
+        function, which may start the trial's run itself, starts only now.
+        """
         state = self._trials.get(trial.trial_id)
+        if trial.trial_id in self._handed_off:
+            return
+        if state is None and self._is_function_trial(trial):
+            self._deferred.add(trial.trial_id)
+            return
         if state is None or state.ended:
-            self._open(trial, state)
+            self._open_or_hand_off(trial, state)
+
+    def _is_function_trial(self, trial: Trial) -> bool:
+        name = trial.trainable_name
+        if name not in self._function_trainables:
+            try:
+                from ray.tune.trainable.function_trainable import FunctionTrainable
+
+                cls = trial.get_trainable_cls()
+                self._function_trainables[name] = isinstance(cls, type) and issubclass(
+                    cls, FunctionTrainable
+                )
+            except Exception:
+                self._function_trainables[name] = False
+        return self._function_trainables[name]
+
+    def _open_or_hand_off(self, trial: Trial, state: _TrialLog | None) -> _TrialLog | None:
+        """Open a run for the trial, unless its own process writes its one run (None)."""
+        if state is None and self._published:
+            path = str(trial.storage.experiment_fs_path)
+            self._claimed_in.add(path)
+            if _handoff.claim(path, trial.trial_id, _handoff.CALLBACK) != _handoff.CALLBACK:
+                self._handed_off.add(trial.trial_id)
+                return None
+        return self._open(trial, state)
 
     def _open(self, trial: Trial, state: _TrialLog | None) -> _TrialLog:
         """Open a run for the trial: its first, or a new piece of it once the last ended."""
@@ -417,10 +495,15 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         shallow copy taken here (Tune lets later callbacks change the result
         in place).
         """
+        if trial.trial_id in self._handed_off:
+            return
         state = self._trials.get(trial.trial_id)
         if state is None or state.ended:
             # No run yet, or it ended: a new piece of the same run.
-            state = self._open(trial, state)
+            opened = self._open_or_hand_off(trial, state)
+            if opened is None:
+                return
+            state = opened
         self._put((state.run, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
@@ -439,7 +522,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Send the end marker (exit code 1 if the trial failed); returns at once."""
+        if trial.trial_id in self._handed_off:
+            return
         state = self._trials.get(trial.trial_id)
+        if state is None and trial.trial_id in self._deferred:
+            # A function trainable that ended before its first result: its run
+            # says it ran, and how it ended.
+            state = self._open_or_hand_off(trial, None)
         if state is not None and not state.ended:
             state.ended = True
             state.run.finish(1 if failed else 0)
@@ -470,6 +559,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if self._trials:
             sync.link_runs(_local_experiment_dir(trials))
             logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
+        if self._published:
+            _handoff.withdraw(self._claimed_in)
+        self._published = False
+        self._claimed_in.clear()
+        self._handed_off.clear()
+        self._deferred.clear()
         self._trials.clear()
         self._keys.clear()
         self._token = None

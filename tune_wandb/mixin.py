@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tune_wandb import _filters, _initargs, _runfile, _settings, _wandb_compat
+from tune_wandb import _filters, _handoff, _initargs, _runfile, _settings, _wandb_compat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,8 +69,12 @@ def wandb_mixin(func: F) -> F:
 
     @functools.wraps(func)
     def run_with_wandb(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        trial = TrialInfo.from_tune_context()
-        run = start_trial_run(trial, config)
+        trainable = _running_trainable()
+        if trainable is not None:
+            trial = TrialInfo.of_trainable(trainable)
+        else:
+            trial = TrialInfo.from_tune_context()
+        run = start_trial_run(trial, config, trainable=trainable)
         try:
             result = func(config, *args, **kwargs)
         except BaseException:
@@ -118,7 +122,7 @@ class WandbTrainableMixin:
                 info.trial_id, info.trial_name, info.experiment_name, storage
             )
             trial_config = {k: v for k, v in config.items() if k not in _TUNE_PRIVATE_KEYS}
-            self.wandb = start_trial_run(self._wandb_trial, trial_config)
+            self.wandb = start_trial_run(self._wandb_trial, trial_config, trainable=self)
         try:
             super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
         except BaseException:
@@ -213,7 +217,7 @@ def setup_wandb(
             settings=wandb.Settings(**settings),
             **{**entry_kwargs, **kwargs},
         )
-    run = start_trial_run(trial, config, **kwargs)
+    run = start_trial_run(trial, config, trainable=trainable, **kwargs)
     if train_run:
         _finish_with_the_train_function(trial, run)
     elif trainable is not None and not _is_function_trainable(trainable):
@@ -474,22 +478,34 @@ class TrialInfo:
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) -> Any:
+def start_trial_run(
+    trial: TrialInfo, config: dict[str, Any], trainable: Any = None, **overrides: Any
+) -> Any:
     """Start the W&B run of ``trial`` in this process, as ``wandb.init``'s module run.
 
     ``overrides`` are ``wandb.init`` keyword arguments that win over the
-    trial's ``"wandb"`` entry.
+    trial's ``"wandb"`` entry. When the experiment also has a
+    :class:`~tune_wandb.WandbLoggerCallback` and ``trainable`` (the trial's
+    ``Trainable``) is given, this run is the trial's one run (see
+    :mod:`tune_wandb._handoff`): it takes the callback's id, project, group and
+    ``wandb.init`` arguments, and also logs the results the trial reports to
+    Tune, which the callback then leaves to it.
     """
     import wandb
 
+    callback = _callback_to_stand_in_for(trial, trainable)
     spec = _initargs.trial_run(
         trial_id=trial.trial_id,
         name=trial.trial_name,
         experiment=trial.experiment,
-        token=_experiment_token(trial),
+        token=callback.token if callback else _experiment_token(trial),
         config=config,
         run_root=_run_root(trial),
         settings=_IN_TRIAL_SETTINGS,
+        group=callback.group if callback else None,
+        project=callback.project if callback else None,
+        excludes=callback.excludes if callback else (),
+        layers=[callback.init_kwargs] if callback else (),
         overrides=overrides,
     )
     if spec.unknown:
@@ -502,13 +518,74 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
     init_kwargs = dict(spec.init_kwargs)
     settings = init_kwargs.pop("settings")
     if not _settings.offline_or_disabled(init_kwargs, os.environ):
-        key = _trial_key(spec.options)
+        options = dict(spec.options)
+        if callback and callback.api_key_file and not {"api_key", "api_key_file"} & set(options):
+            options["api_key_file"] = callback.api_key_file
+        key = _trial_key(options)
         if key:
             settings["api_key"] = key
     run = wandb.init(settings=wandb.Settings(**settings), **init_kwargs)
-    # No step metric: the trial's code logs with wandb's own step, and rows
-    # without training_iteration would be plotted at 0.
+    # No step metric for the whole run: the trial's code logs with wandb's own
+    # step, and rows without training_iteration would be plotted at 0.
+    if callback is not None:
+        log_config = bool(spec.options.get("log_config", callback.log_config))
+        _log_tune_results(trainable, run, _filters.Rules(spec.excludes, log_config))
     return run
+
+
+def _callback_to_stand_in_for(trial: TrialInfo, trainable: Any) -> _handoff.CallbackSettings | None:
+    """The experiment's callback settings, if this process writes the trial's one run."""
+    if trainable is None:
+        return None
+    callback = _handoff.callback_settings()
+    if callback is None:
+        return None
+    if _handoff.claim(trial.experiment_fs_path, trial.trial_id, _handoff.TRIAL) != _handoff.TRIAL:
+        logger.warning(
+            "tune-wandb: trial %s: the WandbLoggerCallback already logs this trial's run "
+            "(the trial reported a result before its W&B run was started), so this run is "
+            "a second one. Start it before the trial's first tune.report to have one run.",
+            trial.trial_name,
+        )
+        return None
+    return callback
+
+
+def _log_tune_results(trainable: Any, run: Any, rules: _filters.Rules) -> None:
+    """Log each result the trainable reports to Tune into ``run``, as the callback would.
+
+    ``Trainable.train`` hands every result, complete with Tune's own fields
+    (``training_iteration``, ...), to ``self.log_result`` in the trial's
+    process, before the result reaches the driver: the instance's
+    ``log_result`` is wrapped. Tune's results are plotted against
+    ``training_iteration``, the trial's own ``wandb.log`` rows against wandb's
+    step.
+    """
+    original = trainable.log_result
+    splitter = _filters.Splitter(rules)
+    defined = {"training_iteration"}
+    run.define_metric("training_iteration")
+
+    def log_result(result: dict[str, Any]) -> Any:
+        if not getattr(run, "_is_finished", False):
+            try:
+                history, config, _dropped = splitter.split(result)
+                if config:
+                    run.config.update(config, allow_val_change=True)
+                for key in history.keys() - defined:
+                    defined.add(key)
+                    run.define_metric(key, step_metric="training_iteration")
+                _filters.arrays_to_media(history, {}, {})
+                run.log(history)
+            except Exception:
+                logger.warning(
+                    "tune-wandb: could not log a Tune result into the W&B run %s",
+                    run.id,
+                    exc_info=True,
+                )
+        return original(result)
+
+    trainable.log_result = log_result
 
 
 def _trial_key(options: dict[str, Any]) -> str | None:
