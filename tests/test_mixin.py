@@ -236,3 +236,33 @@ def test_callback_and_class_mixin_make_one_run_per_trial(storage: Path) -> None:
     assert run.column("setup_logged") == [1]
     assert len(run.column("count")) == 8  # four from wandb.log, four Tune results
     assert run.exit_codes == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+@pytest.mark.parametrize("writer", ["callback", "mixin", "setup_wandb"])
+def test_exit_code_follows_the_trials_final_status(storage: Path, writer: str) -> None:
+    from tune_wandb import WandbLoggerCallback
+
+    # The error comes after the last result, from Tune's checkpoint at the end.
+    trainable = {
+        "callback": trainables.NoCheckpoints,
+        "mixin": trainables.MixinNoCheckpoints,
+        "setup_wandb": trainables.SetupWandbNoCheckpoints,
+    }[writer]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"wandb": {"project": "p"}},
+        run_config=tune.RunConfig(
+            name="final_status",
+            storage_path=str(storage),
+            stop={"training_iteration": 3},
+            callbacks=[WandbLoggerCallback(project="p")] if writer == "callback" else [],
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert len(results.errors) == 1
+    (run,) = find_runs(storage / "final_status").values()
+    assert run.exit_codes == [1]

@@ -317,3 +317,32 @@ class SetupWandbClass(tune.Trainable):
             raise RuntimeError("step failed on purpose")
         self.run.log({"row": self.iteration + 1})
         return {"row": self.iteration + 1, "done": self.iteration + 1 >= 3}
+
+
+class NoCheckpoints(tune.Trainable):
+    """A class trainable without save_checkpoint: Tune's end-of-run checkpoint raises
+    NotImplementedError after its last result, and Tune marks the trial ERROR."""
+
+    def step(self) -> dict[str, Any]:
+        return {"row": self.iteration + 1}
+
+
+def _mixin_no_checkpoints() -> type:
+    from tune_wandb import WandbTrainableMixin
+
+    class MixinNoCheckpoints(WandbTrainableMixin, NoCheckpoints):  # type: ignore[misc]
+        """NoCheckpoints with the mixin's run."""
+
+    return MixinNoCheckpoints
+
+
+MixinNoCheckpoints = _mixin_no_checkpoints()
+
+
+class SetupWandbNoCheckpoints(NoCheckpoints):
+    """NoCheckpoints whose setup() starts the run with setup_wandb, as Ray's docs do."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from tune_wandb import setup_wandb
+
+        setup_wandb(config, trial_id=self.trial_id, trial_name=self.trial_name, project="p")

@@ -93,7 +93,8 @@ class WandbTrainableMixin:
     the trainable's ``setup`` (so ``setup`` can log) with the trial's id, name
     and group (configured by the ``"wandb"`` config entry, as for
     :func:`wandb_mixin`), and finished after its ``cleanup`` (exit code 0;
-    1 if ``setup`` raised). The run is also wandb's module-level run, so
+    1 if ``setup``, a ``step`` or a checkpoint raised: Tune marks the trial
+    ERROR). The run is also wandb's module-level run, so
     ``wandb.log`` works as well as ``self.wandb.log``. Outside Tune (no trial),
     ``self.wandb`` is None.
 
@@ -117,6 +118,7 @@ class WandbTrainableMixin:
         storage = kwargs.get("storage", args[1] if len(args) > 1 else None)
         self.wandb = None
         self._wandb_trial: TrialInfo | None = None
+        self._wandb_failures = _FailureWatch(self)
         if info is not None and storage is not None:
             self._wandb_trial = TrialInfo.of_trial(
                 info.trial_id, info.trial_name, info.experiment_name, storage
@@ -134,7 +136,7 @@ class WandbTrainableMixin:
         try:
             super().cleanup()  # type: ignore[misc]
         finally:
-            self._finish_wandb(exit_code=0)
+            self._finish_wandb(exit_code=self._wandb_failures.exit_code)
 
     def _finish_wandb(self, exit_code: int) -> None:
         run, self.wandb = self.wandb, None
@@ -262,32 +264,57 @@ def _finish_with_the_trainable(trainable: Any, trial: TrialInfo, run: Any) -> No
 
     Tune ends a class trainable's actor without ``atexit`` (where wandb would
     finish the run), but first calls its ``stop()``, which calls ``cleanup()``:
-    the instance's ``cleanup`` is wrapped. Ray calls actor methods through the
-    class, so ``step`` is wrapped only to see whether the trial failed (exit
-    code 1).
+    the instance's ``cleanup`` is wrapped. The exit code is 1 if a ``step`` or
+    a checkpoint raised (see :class:`_FailureWatch`).
     """
-    original_cleanup, original_step = trainable.cleanup, trainable.step
-    failed = False
-
-    def step(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failed
-        try:
-            return original_step(*args, **kwargs)
-        except BaseException:
-            failed = True
-            raise
+    original_cleanup = trainable.cleanup
+    failures = _FailureWatch(trainable)
 
     def cleanup(*args: Any, **kwargs: Any) -> Any:
-        trainable.cleanup, trainable.step = original_cleanup, original_step
+        trainable.cleanup = original_cleanup
         try:
             return original_cleanup(*args, **kwargs)
         finally:
             try:
-                finish_trial_run(trial, run, exit_code=1 if failed else 0)
+                finish_trial_run(trial, run, exit_code=failures.exit_code)
             except Exception:
                 logger.exception("tune-wandb: could not finish the W&B run %s", run.id)
 
-    trainable.step, trainable.cleanup = step, cleanup
+    trainable.cleanup = cleanup
+
+
+class _FailureWatch:
+    """Whether a class trainable's ``step`` or ``save_checkpoint`` raised.
+
+    Either makes Tune mark the trial ERROR, even after its last result (a
+    trainable without ``save_checkpoint`` under ``checkpoint_at_end``), and
+    Tune still calls ``stop()``/``cleanup()``, where the run is finished: its
+    exit code follows the trial's final status. ``Trainable.train`` and
+    ``save`` call both through the instance, so the instance's are wrapped.
+    """
+
+    def __init__(self, trainable: Any) -> None:
+        self.failed = False
+        for name in ("step", "save_checkpoint"):
+            method = getattr(trainable, name, None)
+            if method is not None:
+                setattr(trainable, name, self._watched(method))
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit code: 1 if the trial failed, else 0."""
+        return 1 if self.failed else 0
+
+    def _watched(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except BaseException:
+                self.failed = True
+                raise
+
+        return watched
 
 
 def _train_world_rank() -> int | None:
