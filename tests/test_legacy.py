@@ -168,3 +168,27 @@ def test_rays_deprecated_save_checkpoints_alias() -> None:
         callback = WandbLoggerCallback(save_checkpoints=True)
     assert callback.upload_checkpoints is True
     assert "save_checkpoints" not in callback.wandb_init_kwargs
+
+
+@pytest.mark.unit
+def test_rllib_logger_config_entry_configures_the_run() -> None:
+    # Ray 1.x's WandbLogger docstring, "Example for RLLib": the entry in logger_config.
+    from tune_wandb._initargs import trial_run
+
+    run = trial_run(
+        trial_id="a_00000",
+        name="PPO_a_00000",
+        experiment="exp",
+        token="t",  # noqa: S106 - the run-id token, not a secret
+        config={
+            "env": "CartPole-v0",
+            "logger_config": {"wandb": {"project": "PPO", "api_key_file": "~/.key"}},
+        },
+        run_root="/tmp/exp/a",
+        settings={},
+        environ={},
+    )
+    assert run.init_kwargs["project"] == "PPO"
+    assert run.options == {"api_key_file": "~/.key"}
+    # logger_config configured the logger: it is no hyperparameter.
+    assert run.init_kwargs["config"] == {"env": "CartPole-v0"}

@@ -76,7 +76,7 @@ def trial_run(
         >>> run.init_kwargs["id"], run.init_kwargs["project"], run.init_kwargs["config"]
         ('a_00001-0da4d9', 'p', {'lr': 0.1})
     """
-    options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
+    options, entry_kwargs = _settings.split_entry(_filters.wandb_entry(config))
     unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
     excludes = _filters.as_excludes(options.get("excludes", excludes))
     init_kwargs: dict[str, Any] = {

@@ -31,7 +31,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
 from tune_wandb import _settings
-from tune_wandb._filters import WANDB_CONFIG_KEY
+from tune_wandb._filters import WANDB_CONFIG_KEY, wandb_entry
 from tune_wandb.callback import WandbLoggerCallback
 from tune_wandb.keyshare import share_api_key
 
@@ -202,7 +202,7 @@ def _take_key_out(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
 
 def _share_key(config: Mapping[str, Any], key: str | None) -> None:
     """Online, share the driver's key with trials that start runs themselves (mixins)."""
-    entry = config.get(WANDB_CONFIG_KEY)
+    entry = wandb_entry(config)
     init_kwargs = dict(entry) if isinstance(entry, Mapping) else {}
     if _settings.offline_or_disabled(init_kwargs, os.environ):
         return

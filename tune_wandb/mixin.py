@@ -192,7 +192,7 @@ def setup_wandb(
     if rank_zero_only and rank not in (None, 0):
         return wandb.init(mode="disabled")
     config = dict(config or {})
-    entry = dict(config.get(_filters.WANDB_CONFIG_KEY) or {})
+    entry = dict(_filters.wandb_entry(config) or {})
     if api_key or api_key_file:
         entry.pop("api_key", None)
         entry.pop("api_key_file", None)
