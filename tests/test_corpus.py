@@ -98,15 +98,6 @@ def all_but_the_last(results: int) -> int:
     return results - 1
 
 
-D3_TERMINAL = (
-    "issue 14 defect 4: warns 'no W&B project given ... runs go to wandb's default project' "
-    "although the logger_config entry names project PPO"
-)
-D4 = (
-    "issue 14 defect 4: with the project in the trials' 'wandb' entry and loggers=[WandbLogger], "
-    "warns 'no W&B project given ... runs go to wandb's default project'; every run goes to "
-    "the entry's project"
-)
 D7 = (
     "issue 14 defect 7: the legacy API groups runs by the experiment's name "
     "(<trainable>_<date>), not by the trainable's name as Ray 1.x did"
@@ -128,7 +119,6 @@ SCRIPTS = (
             ("train_function", "where"): D7,
             ("decorated_train_function", "where"): D7,
             ("WandbTrainable", "where"): D7,
-            ("", "terminal"): D4,
         },
     ),
     Script(
@@ -158,7 +148,7 @@ SCRIPTS = (
                 not_config=frozenset({"wandb", "logger_config"}),
             ),
         ),
-        known={("PPO", "where"): D7, ("", "terminal"): D3_TERMINAL},
+        known={("PPO", "where"): D7},
     ),
     Script(
         "ray_docs_tune_wandb",
@@ -202,7 +192,7 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={("train_mnist", "where"): D7, ("", "terminal"): D4},
+        known={("train_mnist", "where"): D7},
     ),
     Script(
         "wandb_colab_raytune",

@@ -192,3 +192,29 @@ def test_rllib_logger_config_entry_configures_the_run() -> None:
     assert run.options == {"api_key_file": "~/.key"}
     # logger_config configured the logger: it is no hyperparameter.
     assert run.init_kwargs["config"] == {"env": "CartPole-v0"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_no_false_warning_of_a_missing_project(
+    storage: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The old integration's examples name the project in the trials' entry only.
+    caplog.set_level(logging.WARNING, logger="tune_wandb")
+    tune_wandb.run(
+        trainables.report_n,
+        config={"x": 1, "n": 2, "wandb": {"project": "from-entry"}},
+        loggers=[WandbLogger],
+        name="entry_project",
+        storage_path=str(storage),
+        verbose=0,
+    )
+    (run,) = find_runs(storage / "entry_project").values()
+    assert run.project == "from-entry"
+    assert not [r for r in caplog.records if "no W&B project given" in r.getMessage()]
+    # When a run really has no project, it is said, once.
+    callback = WandbLoggerCallback()
+    callback._say_if_no_project({"project": None}, "t_00000")
+    callback._say_if_no_project({}, "t_00001")
+    said = [r.getMessage() for r in caplog.records if "no W&B project given" in r.getMessage()]
+    assert len(said) == 1 and "t_00000" in said[0]

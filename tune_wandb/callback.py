@@ -243,13 +243,6 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         _warn_if_debugging()
         self._check_callback_key()
         self._publish()
-        project = _settings.resolve_project(self.project, os.environ)
-        if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
-            self._said_project = True
-            logger.warning(
-                "tune-wandb: no W&B project given (argument, WANDB_PROJECT_NAME or "
-                "WANDB_PROJECT); runs go to wandb's default project."
-            )
         self._pool.start()
 
     def _publish(self) -> None:
@@ -340,6 +333,23 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 "WANDB_API_KEY, run `wandb login`, or log offline with WANDB_MODE=offline."
             )
         return found
+
+    def _say_if_no_project(self, init_kwargs: dict[str, Any], trial_name: str) -> None:
+        """Say (once) that a run goes to wandb's default project, when one does.
+
+        Said when a run is opened, not in ``setup``: the trials' ``"wandb"``
+        entries, which name the project in the old integration's examples,
+        are known only then.
+        """
+        if init_kwargs.get("project") or self._said_project:
+            return
+        self._said_project = True
+        logger.warning(
+            'tune-wandb: no W&B project given (argument, the trials\' "wandb" entry, '
+            "WANDB_PROJECT_NAME or WANDB_PROJECT); the run of trial %s goes to wandb's "
+            "default project, as will others without one (said once).",
+            trial_name,
+        )
 
     def _say_unknown(self, unknown: dict[str, str | None]) -> None:
         """Say (once per key) which entry keys ``wandb.init`` does not take: they are left out."""
@@ -473,6 +483,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         )
         self._say_unknown(run.unknown)
         options, init_kwargs = run.options, run.init_kwargs
+        self._say_if_no_project(init_kwargs, str(trial))
         log_config = bool(options.get("log_config", self.log_config))
         key = self._key_for(options, init_kwargs)
         setup = WorkerSetup(
