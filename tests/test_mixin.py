@@ -266,3 +266,17 @@ def test_exit_code_follows_the_trials_final_status(storage: Path, writer: str) -
     assert len(results.errors) == 1
     (run,) = find_runs(storage / "final_status").values()
     assert run.exit_codes == [1]
+
+
+def test_setup_wandb_outside_tune_prints_no_warning_of_rays(tmp_path: Path) -> None:
+    import warnings
+
+    from tune_wandb import setup_wandb
+
+    # Ray's own setup_wandb prints nothing here; our probe of the trial context
+    # must not make Ray say "`get_trial_id` is meant to only be called ...".
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = setup_wandb({"a": 1}, mode="disabled", dir=str(tmp_path))
+        run.finish()
+    assert [str(w.message) for w in caught if "meant to only be called" in str(w.message)] == []

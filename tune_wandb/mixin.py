@@ -328,10 +328,15 @@ def _train_world_rank() -> int | None:
 
 
 def _current_trial() -> TrialInfo | None:
-    try:
-        from ray import tune
+    """The trial of this process's Tune session, None outside one.
 
-        if tune.get_context().get_trial_id() is None:
+    Asks for the session itself: Ray's own accessors (``get_trial_id``, ...)
+    print a warning outside a session, which would be ours to answer for.
+    """
+    try:
+        from ray.train._internal.session import get_session
+
+        if get_session() is None:
             return None
         return TrialInfo.from_tune_context()
     except Exception:
