@@ -280,3 +280,14 @@ def test_setup_wandb_outside_tune_prints_no_warning_of_rays(tmp_path: Path) -> N
         run = setup_wandb({"a": 1}, mode="disabled", dir=str(tmp_path))
         run.finish()
     assert [str(w.message) for w in caught if "meant to only be called" in str(w.message)] == []
+
+
+def test_class_mixin_on_a_class_that_is_no_trainable_says_what_to_do() -> None:
+    from tune_wandb import WandbTrainableMixin
+
+    class NotATrainable(WandbTrainableMixin):
+        pass
+
+    # Ray's mixin says what to do; object.__init__'s TypeError did not.
+    with pytest.raises(ValueError, match=r"\(WandbTrainableMixin, tune.Trainable\)"):
+        NotATrainable({"wandb": {"project": "p"}})

@@ -45,6 +45,9 @@ _AUTO_CONFIG = frozenset(AUTO_CONFIG_KEYS)
 #: key, so it is never logged.
 WANDB_CONFIG_KEY = "wandb"
 
+#: The run-config key of the trial's directory, which Ray's callback adds to its runs.
+TRIAL_LOG_PATH = "trial_log_path"
+
 #: RLlib's config entry for logger settings; Ray 1.x's ``WandbLogger`` read its
 #: ``"wandb"`` entry there too, and logged neither.
 LOGGER_CONFIG_KEY = "logger_config"

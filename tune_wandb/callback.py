@@ -483,6 +483,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         )
         self._say_unknown(run.unknown)
         options, init_kwargs = run.options, run.init_kwargs
+        # Ray's callback adds it, and dashboards filter on it.
+        init_kwargs["config"][_filters.TRIAL_LOG_PATH] = trial.path
         self._say_if_no_project(init_kwargs, str(trial))
         log_config = bool(options.get("log_config", self.log_config))
         key = self._key_for(options, init_kwargs)

@@ -113,6 +113,7 @@ class WandbTrainableMixin:
     def __init__(self, config: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
         # Trainable.__init__ calls setup(), which may log: the run starts first,
         # from the trial facts Tune passes in the config and the storage argument.
+        _check_is_a_trainable(self)
         config = config or {}
         info = config.get(_TRIAL_INFO)
         storage = kwargs.get("storage", args[1] if len(args) > 1 else None)
@@ -142,6 +143,20 @@ class WandbTrainableMixin:
         run, self.wandb = self.wandb, None
         if run is not None and self._wandb_trial is not None:
             finish_trial_run(self._wandb_trial, run, exit_code=exit_code)
+
+
+def _check_is_a_trainable(instance: Any) -> None:
+    """Raise Ray's error, which says what to do, for a mixin on a class that is no Trainable."""
+    from ray.tune import Trainable
+
+    if not isinstance(instance, Trainable):
+        # ValueError, as Ray's mixin raises: scripts that catch it keep working.
+        raise ValueError(  # noqa: TRY004
+            f"WandbTrainableMixin can only be used as a mixin for tune.Trainable classes, "
+            f"and {type(instance).__name__} is not one. Put both in its bases, the mixin "
+            f"first: class {type(instance).__name__}(WandbTrainableMixin, tune.Trainable). "
+            "For a function trainable, use @wandb_mixin or setup_wandb instead."
+        )
 
 
 def setup_wandb(
@@ -548,6 +563,9 @@ def start_trial_run(
             _settings.describe_unknown(spec.unknown),
         )
     init_kwargs = dict(spec.init_kwargs)
+    if callback is not None:
+        # The run stands in for the callback's, which carries it as Ray's does.
+        init_kwargs["config"] = {**init_kwargs["config"], _filters.TRIAL_LOG_PATH: trial.fs_path}
     settings = init_kwargs.pop("settings")
     if not _settings.offline_or_disabled(init_kwargs, os.environ):
         options = dict(spec.options)
