@@ -98,11 +98,6 @@ def all_but_the_last(results: int) -> int:
     return results - 1
 
 
-D7 = (
-    "issue 14 defect 7: the legacy API groups runs by the experiment's name "
-    "(<trainable>_<date>), not by the trainable's name as Ray 1.x did"
-)
-
 SCRIPTS = (
     Script(
         "ray_1_0_wandb_example",
@@ -113,11 +108,6 @@ SCRIPTS = (
             ),
             Experiment("WandbTrainable", "Wandb_example", TRAINABLE, logged={"loss": thirty}),
         ),
-        known={
-            ("train_function", "where"): D7,
-            ("decorated_train_function", "where"): D7,
-            ("WandbTrainable", "where"): D7,
-        },
     ),
     Script(
         "ray_1_2_wandb_example",
@@ -129,10 +119,6 @@ SCRIPTS = (
             ),
             Experiment("WandbTrainable", "Wandb_example", TRAINABLE, logged={"loss": thirty}),
         ),
-        known={
-            ("decorated_train_function", "where"): D7,
-            ("WandbTrainable", "where"): D7,
-        },
     ),
     Script(
         "ray_1_0_wandb_logger_rllib",
@@ -146,7 +132,6 @@ SCRIPTS = (
                 not_config=frozenset({"wandb", "logger_config"}),
             ),
         ),
-        known={("PPO", "where"): D7},
     ),
     Script(
         "ray_docs_tune_wandb",
@@ -189,7 +174,6 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={("train_mnist", "where"): D7},
     ),
     Script(
         "wandb_colab_raytune",

@@ -55,6 +55,8 @@ class CallbackSettings:
         log_config: log each result's ``config`` into the run config.
         init_kwargs: the callback's own ``wandb.init`` arguments (no key in them).
         api_key_file: the callback's key file, read on the trial's node if there.
+        group_by_trainable: the callback is ``WandbLogger``'s, whose default group
+            is the trainable's name (Ray 1.x's).
     """
 
     token: str
@@ -64,6 +66,7 @@ class CallbackSettings:
     log_config: bool = False
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     api_key_file: str | None = None
+    group_by_trainable: bool = False
 
 
 def _settings_key() -> bytes | None:

@@ -179,6 +179,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.shared_service = shared_service
         self.key_check_timeout = key_check_timeout
         self.wandb_init_kwargs = wandb_init_kwargs
+        #: Default group: the trainable's name (Ray 1.x's ``WandbLogger``, which
+        #: sets it) rather than the experiment's (Ray 2.x's callback).
+        self.group_by_trainable = False
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -268,6 +271,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 log_config=self.log_config,
                 init_kwargs=init_kwargs,
                 api_key_file=self.api_key_file,
+                group_by_trainable=self.group_by_trainable,
             )
         )
 
@@ -477,6 +481,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             run_root=run_root,
             settings=_settings.merge_settings(None, self.log_system_metrics),
             group=self.group,
+            default_group=trial.trainable_name if self.group_by_trainable else None,
             project=self.project,
             excludes=self.excludes,
             layers=[self.wandb_init_kwargs],

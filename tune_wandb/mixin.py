@@ -74,7 +74,7 @@ def wandb_mixin(func: F) -> F:
             trial = TrialInfo.of_trainable(trainable)
         else:
             trial = TrialInfo.from_tune_context()
-        run = start_trial_run(trial, config, trainable=trainable)
+        run = start_trial_run(trial, config, trainable=trainable, group_by_trainable=True)
         try:
             result = func(config, *args, **kwargs)
         except BaseException:
@@ -122,10 +122,12 @@ class WandbTrainableMixin:
         self._wandb_failures = _FailureWatch(self)
         if info is not None and storage is not None:
             self._wandb_trial = TrialInfo.of_trial(
-                info.trial_id, info.trial_name, info.experiment_name, storage
+                info.trial_id, info.trial_name, info.experiment_name, storage, self
             )
             trial_config = {k: v for k, v in config.items() if k not in _TUNE_PRIVATE_KEYS}
-            self.wandb = start_trial_run(self._wandb_trial, trial_config, trainable=self)
+            self.wandb = start_trial_run(
+                self._wandb_trial, trial_config, trainable=self, group_by_trainable=True
+            )
         try:
             super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
         except BaseException:
@@ -451,6 +453,8 @@ class TrialInfo:
         fs_path: the run's directory in storage (``wandb/`` goes below it).
         local_dir: this node's staging directory, used when storage is not local.
         experiment_fs_path: the experiment's directory in storage.
+        trainable_name: the trainable's name (Tune's ``trial.trainable_name``),
+            the old API's default group; empty if unknown.
     """
 
     trial_id: str
@@ -460,10 +464,18 @@ class TrialInfo:
     fs_path: str
     local_dir: str
     experiment_fs_path: str
+    trainable_name: str = ""
 
     @classmethod
-    def of_trial(cls, trial_id: str, trial_name: str, experiment: str, storage: Any) -> TrialInfo:
-        """A Tune trial's, from its ``StorageContext``."""
+    def of_trial(
+        cls,
+        trial_id: str,
+        trial_name: str,
+        experiment: str,
+        storage: Any,
+        trainable: Any = None,
+    ) -> TrialInfo:
+        """A Tune trial's, from its ``StorageContext`` (and its ``Trainable``, if known)."""
         return cls(
             trial_id=trial_id,
             trial_name=trial_name,
@@ -472,6 +484,7 @@ class TrialInfo:
             fs_path=str(storage.trial_fs_path),
             local_dir=str(storage.trial_working_directory),
             experiment_fs_path=str(storage.experiment_fs_path),
+            trainable_name=_trainable_name(trial_name, trial_id, trainable),
         )
 
     @classmethod
@@ -479,7 +492,7 @@ class TrialInfo:
         """A Tune trial's, from its ``Trainable`` (its ``_trial_info`` and ``_storage``)."""
         info = trainable._trial_info
         return cls.of_trial(
-            info.trial_id, info.trial_name, info.experiment_name, trainable._storage
+            info.trial_id, info.trial_name, info.experiment_name, trainable._storage, trainable
         )
 
     @classmethod
@@ -521,17 +534,38 @@ class TrialInfo:
         )
 
 
+def _trainable_name(trial_name: str, trial_id: str, trainable: Any) -> str:
+    """Tune's ``trial.trainable_name``, as a trial's process can tell it.
+
+    Tune names a trial ``<trainable name>_<trial id>`` (the name it registered
+    the trainable under, "PPO" for ``tune.run("PPO")``); with a custom trial
+    name, the function's or class's name, as Tune registers it.
+    """
+    if trial_name.endswith("_" + trial_id) and len(trial_name) > len(trial_id) + 1:
+        return trial_name[: -len(trial_id) - 1]
+    if trainable is None:
+        return ""
+    cls = type(trainable)
+    return str(getattr(cls, "_name", None) or cls.__name__)
+
+
 #: Characters a W&B run id cannot hold.
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def start_trial_run(
-    trial: TrialInfo, config: dict[str, Any], trainable: Any = None, **overrides: Any
+    trial: TrialInfo,
+    config: dict[str, Any],
+    trainable: Any = None,
+    group_by_trainable: bool = False,
+    **overrides: Any,
 ) -> Any:
     """Start the W&B run of ``trial`` in this process, as ``wandb.init``'s module run.
 
     ``overrides`` are ``wandb.init`` keyword arguments that win over the
-    trial's ``"wandb"`` entry. When the experiment also has a
+    trial's ``"wandb"`` entry. ``group_by_trainable``: the old API's default
+    group, the trainable's name (the mixins), rather than the experiment's
+    (``setup_wandb``). When the experiment also has a
     :class:`~tune_wandb.WandbLoggerCallback` and ``trainable`` (the trial's
     ``Trainable``) is given, this run is the trial's one run (see
     :mod:`tune_wandb._handoff`): it takes the callback's id, project, group and
@@ -550,6 +584,7 @@ def start_trial_run(
         run_root=_run_root(trial),
         settings=_IN_TRIAL_SETTINGS,
         group=callback.group if callback else None,
+        default_group=_default_group(trial, group_by_trainable, callback),
         project=callback.project if callback else None,
         excludes=callback.excludes if callback else (),
         layers=[callback.init_kwargs] if callback else (),
@@ -581,6 +616,21 @@ def start_trial_run(
         log_config = bool(spec.options.get("log_config", callback.log_config))
         _log_tune_results(trainable, run, _filters.Rules(spec.excludes, log_config))
     return run
+
+
+def _default_group(
+    trial: TrialInfo, group_by_trainable: bool, callback: _handoff.CallbackSettings | None
+) -> str | None:
+    """The trainable's name when the old API is on the trial (a mixin, or ``WandbLogger``).
+
+    Ray 1.x's ``WandbLogger`` and mixins grouped by the trainable's name, Ray
+    2.x's callback and ``setup_wandb`` by the experiment's (None here). When
+    both kinds log one trial, the old API's default decides; an explicit
+    group (argument, entry, ``WANDB_GROUP_NAME``) always wins.
+    """
+    if group_by_trainable or (callback is not None and callback.group_by_trainable):
+        return trial.trainable_name or None
+    return None
 
 
 def _callback_to_stand_in_for(trial: TrialInfo, trainable: Any) -> _handoff.CallbackSettings | None:
