@@ -565,15 +565,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool.stop(pending)
         self._pool.close()
         for run in pending:
-            where = run.run_dir or self._trials[run.key].wandb_dir
-            logger.error(
-                "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
-                "its data is on disk in %s. Upload it with: wandb sync %s",
-                run.name,
-                self.upload_timeout,
-                where,
-                where,
-            )
+            self._say_not_uploaded(run)
         if self._trials:
             sync.link_runs(_local_experiment_dir(trials))
             logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
@@ -586,6 +578,35 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._trials.clear()
         self._keys.clear()
         self._token = None
+
+    def _say_not_uploaded(self, run: Run) -> None:
+        """Say what became of a run still pending at ``upload_timeout``, as the table will.
+
+        A worker stopped while W&B did not answer logs offline what it holds
+        and finishes the run there: that run is finished, saved locally and
+        not uploaded, which the end table says too. Otherwise it did not
+        finish; its data is on disk.
+        """
+        where = run.run_dir or self._trials[run.key].wandb_dir
+        if run.finished is not None and run.finished.offline:
+            logger.error(
+                "tune-wandb: the W&B run of trial %s was not uploaded within "
+                "upload_timeout=%ss; it is finished and saved locally in %s. Upload it "
+                "with: wandb sync %s",
+                run.name,
+                self.upload_timeout,
+                where,
+                where,
+            )
+            return
+        logger.error(
+            "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
+            "its data is on disk in %s. Upload it with: wandb sync %s",
+            run.name,
+            self.upload_timeout,
+            where,
+            where,
+        )
 
     def _wait(self, runs: list[Run]) -> list[Run]:
         """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""
