@@ -431,7 +431,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             self._open_or_hand_off(trial, state)
 
     def _is_function_trial(self, trial: Trial) -> bool:
-        name = trial.trainable_name
+        """Whether the trial runs a function trainable (False if Tune cannot tell)."""
+        name = getattr(trial, "trainable_name", None)
+        if name is None:
+            return False
         if name not in self._function_trainables:
             try:
                 from ray.tune.trainable.function_trainable import FunctionTrainable
@@ -446,8 +449,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def _open_or_hand_off(self, trial: Trial, state: _TrialLog | None) -> _TrialLog | None:
         """Open a run for the trial, unless its own process writes its one run (None)."""
-        if state is None and self._published:
-            path = str(trial.storage.experiment_fs_path)
+        path = getattr(getattr(trial, "storage", None), "experiment_fs_path", None)
+        if state is None and self._published and path is not None:
+            path = str(path)
             self._claimed_in.add(path)
             if _handoff.claim(path, trial.trial_id, _handoff.CALLBACK) != _handoff.CALLBACK:
                 self._handed_off.add(trial.trial_id)
