@@ -664,12 +664,21 @@ def _log_tune_results(trainable: Any, run: Any, rules: _filters.Rules) -> None:
     original = trainable.log_result
     splitter = _filters.Splitter(rules)
     defined = {"training_iteration"}
+    warned: set[str] = set()
     run.define_metric("training_iteration")
 
     def log_result(result: dict[str, Any]) -> Any:
         if not getattr(run, "_is_finished", False):
             try:
-                history, config, _dropped = splitter.split(result)
+                history, config, dropped = splitter.split(result)
+                for key in set(dropped or ()) - warned:
+                    warned.add(key)
+                    logger.warning(
+                        "tune-wandb: result key %r holds a value W&B cannot log (see "
+                        "docs/bad-input.md), so it is left out of the history; the rest of "
+                        "the row is logged (said once per trial).",
+                        key,
+                    )
                 if config:
                     run.config.update(config, allow_val_change=True)
                 for key in history.keys() - defined:
