@@ -140,6 +140,9 @@ def callback_settings() -> CallbackSettings | None:
 def claim(experiment_path: str, trial_id: str, who: str) -> str:
     """Claim the trial's run for ``who``; returns who writes it (``who`` if first).
 
+    The callback claims a trial once, so a claim already there is the
+    trial's: one round trip to the GCS on the Tune loop, per trial. A trial's
+    process claims again when Tune retries the trial, and reads who holds it.
     Without Ray's KV (tests calling the callback's hooks directly), each side
     writes its own.
     """
@@ -150,6 +153,8 @@ def claim(experiment_path: str, trial_id: str, who: str) -> str:
     try:
         if not kv._internal_kv_put(key, who.encode(), overwrite=False, namespace=_NAMESPACE):
             return who
+        if who == CALLBACK:
+            return TRIAL
         owner = kv._internal_kv_get(key, namespace=_NAMESPACE)
     except Exception:
         logger.debug("tune-wandb: could not claim trial %s", trial_id, exc_info=True)
