@@ -45,10 +45,13 @@ def wandb_mixin(func: F) -> F:
     Configured by the trial config's ``"wandb"`` entry (its keys go to
     ``wandb.init``, except ``api_key_file``, ``api_key``, ``excludes`` and
     ``log_config``). The run's id is the trial id with a suffix derived from
-    the experiment, its name the trial's name, its group the experiment's
-    name; the entry's ``run_id`` (or ``id``), ``run_name`` (or ``name``) and
-    ``group`` override them. Its config is the trial config without the
-    ``"wandb"`` entry. A trial retried or restored continues the same run.
+    the experiment, its name the trial's name, its group the trainable's
+    name (as in Ray 1.x); the entry's ``run_id`` (or ``id``), ``run_name``
+    (or ``name``) and ``group`` override them. With a
+    :class:`~tune_wandb.WandbLoggerCallback` in the experiment too, this run
+    is the trial's one run and also holds its Tune results. Its config is the
+    trial config without the ``"wandb"`` entry. A trial retried or restored
+    continues the same run.
     The run is written inside the trial's directory in the experiment's
     storage.
 
