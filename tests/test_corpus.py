@@ -98,45 +98,6 @@ def all_but_the_last(results: int) -> int:
     return results - 1
 
 
-D1 = (
-    "issue 14 defect 1: setup_wandb in a class trainable's setup() falls back to a plain "
-    "wandb.init; the run is written in Ray's session directory (/tmp/ray/session_*), none "
-    "in the trial's storage directory (0 runs per trial)"
-)
-D1_TERMINAL = (
-    "issue 14 defects 1 and 5: each class trainable prints Ray's `UserWarning: get_trial_id "
-    "is meant to only be called inside a function ...` (our probe of the trial context) and "
-    "an atexit `ConnectionResetError: Connection lost` traceback (its run never finished)"
-)
-D2 = (
-    "issue 14 defect 2: the callback and the mixin make two runs per trial (same name and "
-    "group, ids with different suffixes), one with the Tune results, one with wandb.log's rows"
-)
-D2_PROJECT = (
-    "issue 14 defect 2: setup_wandb(config) without a project makes a second run per trial "
-    "in wandb's default project (uncategorized) beside the callback's in raytune-colab"
-)
-D3 = (
-    "issue 14 defect 3: the RLlib form config={'logger_config': {'wandb': {...}}} is ignored: "
-    "the run goes to project uncategorized and logger_config is logged as config"
-)
-D3_D7 = D3 + "; and defect 7: the group is the experiment's name, not the trainable's (PPO)"
-D3_TERMINAL = (
-    "issue 14 defects 3 and 4: warns 'no W&B project given ... runs go to wandb's default "
-    "project' although the logger_config entry names project PPO"
-)
-D4 = (
-    "issue 14 defect 4: with the project in the trials' 'wandb' entry and loggers=[WandbLogger], "
-    "warns 'no W&B project given ... runs go to wandb's default project'; every run goes to "
-    "the entry's project"
-)
-D7 = (
-    "issue 14 defect 7: the legacy API groups runs by the experiment's name "
-    "(<trainable>_<date>), not by the trainable's name as Ray 1.x did"
-)
-D8 = "issue 14 defect 8: the callback's run config has no trial_log_path (Ray 2.60's has)"
-
-
 SCRIPTS = (
     Script(
         "ray_1_0_wandb_example",
@@ -147,12 +108,6 @@ SCRIPTS = (
             ),
             Experiment("WandbTrainable", "Wandb_example", TRAINABLE, logged={"loss": thirty}),
         ),
-        known={
-            ("train_function", "where"): D7,
-            ("decorated_train_function", "where"): D7,
-            ("WandbTrainable", "where"): D7,
-            ("", "terminal"): D4,
-        },
     ),
     Script(
         "ray_1_2_wandb_example",
@@ -164,10 +119,6 @@ SCRIPTS = (
             ),
             Experiment("WandbTrainable", "Wandb_example", TRAINABLE, logged={"loss": thirty}),
         ),
-        known={
-            ("decorated_train_function", "where"): D7,
-            ("WandbTrainable", "where"): D7,
-        },
     ),
     Script(
         "ray_1_0_wandb_logger_rllib",
@@ -181,7 +132,6 @@ SCRIPTS = (
                 not_config=frozenset({"wandb", "logger_config"}),
             ),
         ),
-        known={("PPO", "logged"): D3, ("PPO", "where"): D3_D7, ("", "terminal"): D3_TERMINAL},
     ),
     Script(
         "ray_docs_tune_wandb",
@@ -198,13 +148,6 @@ SCRIPTS = (
             ),
             Experiment("WandbTrainable", "Wandb_example", "Example", logged={"loss": thirty}),
         ),
-        known={
-            ("train_function", "trial_log_path"): D8,
-            ("WandbTrainable", "runs"): D1,
-            ("WandbTrainable", "logged"): D1,
-            ("WandbTrainable", "where"): D1,
-            ("", "terminal"): D1_TERMINAL,
-        },
     ),
     Script(
         "wandb_pytorch_test",
@@ -218,7 +161,6 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={("train_mnist", "runs"): D2, ("train_mnist", "logged"): D2},
     ),
     Script(
         "wandb_colab_raytune_2022",
@@ -232,12 +174,6 @@ SCRIPTS = (
                 config=frozenset({"lr", "momentum"}),
             ),
         ),
-        known={
-            ("train_mnist", "runs"): D2,
-            ("train_mnist", "logged"): D2,
-            ("train_mnist", "where"): D7,
-            ("", "terminal"): D4,
-        },
     ),
     Script(
         "wandb_colab_raytune",
@@ -252,12 +188,6 @@ SCRIPTS = (
                 trial_log_path=True,
             ),
         ),
-        known={
-            ("train_mnist", "runs"): D2,
-            ("train_mnist", "logged"): D2,
-            ("train_mnist", "where"): D2_PROJECT,
-            ("train_mnist", "trial_log_path"): D8,
-        },
     ),
 )
 
@@ -396,10 +326,14 @@ def test_the_run_holds_what_the_script_logs(
         for metric, rows in experiment.logged.items():
             values = run.column(metric)
             assert len(values) == rows(results), metric
-            assert all(isinstance(v, float) for v in values), metric
+            # Numbers, not text: wandb's JSON writes a whole float as an integer (50.0 -> 50).
+            assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         for key in experiment.config:
             assert run.config.get(key) == trial.config[key], key
         assert not experiment.not_config & run.config.keys()
+        # log_config=True puts the trial config in the run config, never in the
+        # history (Ray 2.60's callback also logs config/<k> rows: docs/migration.md).
+        assert not [k for row in run.history for k in row if k.startswith("config/")]
         assert "api_key" not in json.dumps(run.config)
 
 

@@ -168,3 +168,53 @@ def test_rays_deprecated_save_checkpoints_alias() -> None:
         callback = WandbLoggerCallback(save_checkpoints=True)
     assert callback.upload_checkpoints is True
     assert "save_checkpoints" not in callback.wandb_init_kwargs
+
+
+@pytest.mark.unit
+def test_rllib_logger_config_entry_configures_the_run() -> None:
+    # Ray 1.x's WandbLogger docstring, "Example for RLLib": the entry in logger_config.
+    from tune_wandb._initargs import trial_run
+
+    run = trial_run(
+        trial_id="a_00000",
+        name="PPO_a_00000",
+        experiment="exp",
+        token="t",  # noqa: S106 - the run-id token, not a secret
+        config={
+            "env": "CartPole-v0",
+            "logger_config": {"wandb": {"project": "PPO", "api_key_file": "~/.key"}},
+        },
+        run_root="/tmp/exp/a",
+        settings={},
+        environ={},
+    )
+    assert run.init_kwargs["project"] == "PPO"
+    assert run.options == {"api_key_file": "~/.key"}
+    # logger_config configured the logger: it is no hyperparameter.
+    assert run.init_kwargs["config"] == {"env": "CartPole-v0"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_no_false_warning_of_a_missing_project(
+    storage: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The old integration's examples name the project in the trials' entry only.
+    caplog.set_level(logging.WARNING, logger="tune_wandb")
+    tune_wandb.run(
+        trainables.report_n,
+        config={"x": 1, "n": 2, "wandb": {"project": "from-entry"}},
+        loggers=[WandbLogger],
+        name="entry_project",
+        storage_path=str(storage),
+        verbose=0,
+    )
+    (run,) = find_runs(storage / "entry_project").values()
+    assert run.project == "from-entry"
+    assert not [r for r in caplog.records if "no W&B project given" in r.getMessage()]
+    # When a run really has no project, it is said, once.
+    callback = WandbLoggerCallback()
+    callback._say_if_no_project({"project": None}, "t_00000")
+    callback._say_if_no_project({}, "t_00001")
+    said = [r.getMessage() for r in caplog.records if "no W&B project given" in r.getMessage()]
+    assert len(said) == 1 and "t_00000" in said[0]

@@ -44,7 +44,8 @@ def test_seed_mixin_example_logs_each_trial_to_its_run(storage: Path) -> None:
     for trial in analysis.trials:
         run = run_of_trial(runs, trial.trial_id)
         assert run.project == "Optimization_Project"
-        assert run.group == "mixin"
+        # Ray 1.x's mixin grouped by the trainable's name.
+        assert run.group == "seed_mixin_fn"
         assert run.name == str(trial)
         assert run.column("loss") == [trial.config["a"] + 4] * 10
         assert "wandb" not in run.config and run.config["a"] == trial.config["a"]
@@ -91,7 +92,7 @@ def test_class_trainable_mixin(storage: Path) -> None:
     (trial,) = analysis.trials
     (run,) = find_runs(storage / "classmixin").values()
     assert run.run_id.startswith(trial.trial_id)
-    assert (run.project, run.name, run.group) == ("classes", "counting", "classmixin")
+    assert (run.project, run.name, run.group) == ("classes", "counting", "WandbCounting")
     assert run.column("setup_logged") == [1]
     assert run.column("count") == [1, 2, 3, 4]
     assert run.exit_code == 0
@@ -189,3 +190,105 @@ def test_setup_wandb_in_ray_train_v2_workers(
         assert run.config["lr"] == 0.1
         # Finished by tune-wandb when the training function ended (raised: 1).
         assert run.exit_code == (1 if fail else 0)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_setup_wandb_in_a_class_trainables_setup(storage: Path) -> None:
+    # Ray's docs and example: setup_wandb(config, trial_id=self.trial_id, ...) in setup().
+    analysis = tune.run(
+        trainables.SetupWandbClass,
+        config={"fail_at": tune.grid_search([None, 2])},
+        name="classsetup",
+        storage_path=str(storage),
+        raise_on_failed_trial=False,
+        verbose=0,
+    )
+    for trial in analysis.trials:
+        (run,) = find_runs(Path(trial.path)).values()
+        assert run.run_id.startswith(trial.trial_id + "-")
+        assert (run.project, run.group, run.name) == ("cls", "G", str(trial))
+        failed = trial.config["fail_at"] == 2
+        assert run.column("row") == ([1] if failed else [1, 2, 3])
+        # Finished when Tune stopped the trainable: 1 for the trial whose step raised.
+        assert run.exit_codes == [1 if failed else 0]
+        assert (trial.status == "ERROR") == failed
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_callback_and_class_mixin_make_one_run_per_trial(storage: Path) -> None:
+    from tune_wandb import WandbLoggerCallback
+
+    analysis = tune.run(
+        trainables.WandbCounting,
+        config={"steps": 4, "wandb": {"project": "classes"}},
+        name="both",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="callback-project", group="callback-group")],
+        verbose=0,
+    )
+    (trial,) = analysis.trials
+    # One writer: the mixin's run, with the callback's id, group and Tune's results too.
+    (run,) = find_runs(storage / "both").values()
+    assert (run.project, run.group, run.name) == ("classes", "callback-group", str(trial))
+    tune_rows = [row for row in run.history if "time_this_iter_s" in row]
+    assert [row["training_iteration"] for row in tune_rows] == [1, 2, 3, 4]
+    assert run.column("setup_logged") == [1]
+    assert len(run.column("count")) == 8  # four from wandb.log, four Tune results
+    assert run.exit_codes == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+@pytest.mark.parametrize("writer", ["callback", "mixin", "setup_wandb"])
+def test_exit_code_follows_the_trials_final_status(storage: Path, writer: str) -> None:
+    from tune_wandb import WandbLoggerCallback
+
+    # The error comes after the last result, from Tune's checkpoint at the end.
+    trainable = {
+        "callback": trainables.NoCheckpoints,
+        "mixin": trainables.MixinNoCheckpoints,
+        "setup_wandb": trainables.SetupWandbNoCheckpoints,
+    }[writer]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"wandb": {"project": "p"}},
+        run_config=tune.RunConfig(
+            name="final_status",
+            storage_path=str(storage),
+            stop={"training_iteration": 3},
+            callbacks=[WandbLoggerCallback(project="p")] if writer == "callback" else [],
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert len(results.errors) == 1
+    (run,) = find_runs(storage / "final_status").values()
+    assert run.exit_codes == [1]
+
+
+def test_setup_wandb_outside_tune_prints_no_warning_of_rays(tmp_path: Path) -> None:
+    import warnings
+
+    from tune_wandb import setup_wandb
+
+    # Ray's own setup_wandb prints nothing here; our probe of the trial context
+    # must not make Ray say "`get_trial_id` is meant to only be called ...".
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = setup_wandb({"a": 1}, mode="disabled", dir=str(tmp_path))
+        run.finish()
+    assert [str(w.message) for w in caught if "meant to only be called" in str(w.message)] == []
+
+
+def test_class_mixin_on_a_class_that_is_no_trainable_says_what_to_do() -> None:
+    from tune_wandb import WandbTrainableMixin
+
+    class NotATrainable(WandbTrainableMixin):
+        pass
+
+    # Ray's mixin says what to do; object.__init__'s TypeError did not.
+    with pytest.raises(ValueError, match=r"\(WandbTrainableMixin, tune.Trainable\)"):
+        NotATrainable({"wandb": {"project": "p"}})

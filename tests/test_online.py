@@ -133,3 +133,32 @@ def test_key_check_outcomes(wandb_server: WandbServer) -> None:
     assert gone.status is KeyStatus.UNREACHABLE
     assert wandb_server.api_key not in gone.detail
     assert check_api_key("k", "file:///etc/passwd", 1).status is KeyStatus.UNREACHABLE
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session", "no_leftover_processes")
+def test_callback_and_mixin_make_one_run_online(online: WandbServer, storage: Path) -> None:
+    import tune_wandb
+
+    # The trials' processes were started offline with the session: the entry
+    # takes them online, and the driver shares its key with them.
+    tune_wandb.share_api_key(api_key=online.api_key)
+    analysis = tune.run(
+        trainables.WandbCounting,
+        config={
+            "steps": 4,
+            "wandb": {"project": "both", "mode": "online", "settings": {"base_url": online.url}},
+        },
+        name="both_online",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="both")],
+        verbose=0,
+    )
+    (trial,) = analysis.trials
+    # One writer, one run on the server: the Tune results and the trial's own rows.
+    (record,) = online.runs()
+    assert record.run_id.startswith(f"{trial.trial_id}-")
+    assert record.finished and record.exit_code == 0
+    tune_rows = [row for row in record.history if "time_this_iter_s" in row]
+    assert [row["training_iteration"] for row in tune_rows] == [1, 2, 3, 4]
+    assert [row["setup_logged"] for row in record.history if "setup_logged" in row] == [1]

@@ -299,3 +299,50 @@ def paced(config: dict[str, Any]) -> None:
     for i in range(config["n"]):
         time.sleep(config["pause"])
         tune.report({"loss": 1.0 / (i + 1)})
+
+
+class SetupWandbClass(tune.Trainable):
+    """Ray's documented pattern: setup_wandb in a class trainable's setup(), with the
+    trial's id and name; fails in step ``config["fail_at"]`` if given."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from tune_wandb import setup_wandb
+
+        self.run = setup_wandb(
+            config, trial_id=self.trial_id, trial_name=self.trial_name, group="G", project="cls"
+        )
+
+    def step(self) -> dict[str, Any]:
+        if self.iteration + 1 == self.config.get("fail_at"):
+            raise RuntimeError("step failed on purpose")
+        self.run.log({"row": self.iteration + 1})
+        return {"row": self.iteration + 1, "done": self.iteration + 1 >= 3}
+
+
+class NoCheckpoints(tune.Trainable):
+    """A class trainable without save_checkpoint: Tune's end-of-run checkpoint raises
+    NotImplementedError after its last result, and Tune marks the trial ERROR."""
+
+    def step(self) -> dict[str, Any]:
+        return {"row": self.iteration + 1}
+
+
+def _mixin_no_checkpoints() -> type:
+    from tune_wandb import WandbTrainableMixin
+
+    class MixinNoCheckpoints(WandbTrainableMixin, NoCheckpoints):  # type: ignore[misc]
+        """NoCheckpoints with the mixin's run."""
+
+    return MixinNoCheckpoints
+
+
+MixinNoCheckpoints = _mixin_no_checkpoints()
+
+
+class SetupWandbNoCheckpoints(NoCheckpoints):
+    """NoCheckpoints whose setup() starts the run with setup_wandb, as Ray's docs do."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from tune_wandb import setup_wandb
+
+        setup_wandb(config, trial_id=self.trial_id, trial_name=self.trial_name, project="p")

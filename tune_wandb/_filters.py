@@ -45,8 +45,38 @@ _AUTO_CONFIG = frozenset(AUTO_CONFIG_KEYS)
 #: key, so it is never logged.
 WANDB_CONFIG_KEY = "wandb"
 
+#: The run-config key of the trial's directory, which Ray's callback adds to its runs.
+TRIAL_LOG_PATH = "trial_log_path"
+
+#: RLlib's config entry for logger settings; Ray 1.x's ``WandbLogger`` read its
+#: ``"wandb"`` entry there too, and logged neither.
+LOGGER_CONFIG_KEY = "logger_config"
+
 #: Config entries that hold Tune machinery rather than hyperparameters.
 _CONFIG_DROPPED = frozenset({WANDB_CONFIG_KEY, "callbacks"})
+
+
+def wandb_entry(config: Mapping[str, Any]) -> Any:
+    """The trial config's ``"wandb"`` entry, else RLlib's ``config["logger_config"]["wandb"]``.
+
+    Example:
+        >>> wandb_entry({"logger_config": {"wandb": {"project": "PPO"}}})
+        {'project': 'PPO'}
+    """
+    entry = config.get(WANDB_CONFIG_KEY)
+    if entry is None:
+        logger_config = config.get(LOGGER_CONFIG_KEY)
+        if isinstance(logger_config, Mapping):
+            entry = logger_config.get(WANDB_CONFIG_KEY)
+    return entry
+
+
+def _dropped_from_config(name: str, value: Any) -> bool:
+    # RLlib's logger_config goes whole when it holds the "wandb" entry, as in Ray 1.x.
+    return name in _CONFIG_DROPPED or (
+        name == LOGGER_CONFIG_KEY and isinstance(value, Mapping) and WANDB_CONFIG_KEY in value
+    )
+
 
 _PLAIN_SCALARS = frozenset({int, float, bool, str})
 #: Values that are JSON as they are: logged unchanged, inside lists too.
@@ -538,16 +568,17 @@ class Splitter:
 def clean_config(config: Mapping[Any, Any], excludes: Sequence[str] = ()) -> dict[str, Any]:
     """The trial config as it is logged to W&B; never raises.
 
-    Drops the ``"wandb"`` entry (it may hold an API key) and Tune's
-    ``"callbacks"``, drops ``excludes`` (exact keys or ``"/"``-prefixes of the
-    flattened names), and keeps plain data (numbers, strings, None, NumPy
-    values, arrays up to 1024 elements, and lists, tuples, sets and dicts of
-    those). Everything else becomes text, so that functions, classes, locks or
-    open files in a config can neither break pickling nor reach W&B as
-    objects: a function, class or method its ``module.qualname``, any other
-    object its ``repr`` without the memory address (so that the same object
-    gives the same text in every run). Dates, paths, enums, ``Decimal`` and
-    tensors are converted as in the history (see :func:`history_value`).
+    Drops the ``"wandb"`` entry (it may hold an API key), RLlib's
+    ``"logger_config"`` when it holds one, and Tune's ``"callbacks"``, drops
+    ``excludes`` (exact keys or ``"/"``-prefixes of the flattened names), and
+    keeps plain data (numbers, strings, None, NumPy values, arrays up to 1024
+    elements, and lists, tuples, sets and dicts of those). Everything else
+    becomes text, so that functions, classes, locks or open files in a config
+    can neither break pickling nor reach W&B as objects: a function, class or
+    method its ``module.qualname``, any other object its ``repr`` without the
+    memory address (so that the same object gives the same text in every run).
+    Dates, paths, enums, ``Decimal`` and tensors are converted as in the
+    history (see :func:`history_value`).
 
     Example:
         >>> clean_config({"lr": 0.1, "wandb": {"api_key": "k"}, "fn": len, "cls": dict})
@@ -557,7 +588,7 @@ def clean_config(config: Mapping[Any, Any], excludes: Sequence[str] = ()) -> dic
     cleaned = {}
     for k, v in config.items():
         name = _key_name(k)
-        if name not in _CONFIG_DROPPED and not rules.excluded(name):
+        if not _dropped_from_config(name, v) and not rules.excluded(name):
             cleaned[name] = _config_value(v, f"{name}/", rules)
     return cleaned
 

@@ -50,6 +50,7 @@ def trial_run(
     run_root: str,
     settings: Mapping[str, Any],
     group: str | None = None,
+    default_group: str | None = None,
     project: str | None = None,
     excludes: Iterable[str] = (),
     layers: Iterable[Mapping[str, Any]] = (),
@@ -60,7 +61,7 @@ def trial_run(
 
     tune-wandb's choices first: the id (the trial id and a suffix of the
     experiment and ``token``), the name, the group (``group``, else
-    ``WANDB_GROUP_NAME``, else the experiment), the project (``project``,
+    ``WANDB_GROUP_NAME``, else ``default_group``, else the experiment), the project (``project``,
     else ``WANDB_PROJECT_NAME``, else ``WANDB_PROJECT``), the config (the
     trial's, its ``"wandb"`` entry and ``excludes`` left out), the directory,
     resume. Then each of ``layers`` in order (the callback's own keyword
@@ -76,13 +77,13 @@ def trial_run(
         >>> run.init_kwargs["id"], run.init_kwargs["project"], run.init_kwargs["config"]
         ('a_00001-0da4d9', 'p', {'lr': 0.1})
     """
-    options, entry_kwargs = _settings.split_entry(config.get(_filters.WANDB_CONFIG_KEY))
+    options, entry_kwargs = _settings.split_entry(_filters.wandb_entry(config))
     unknown = _settings.drop_unknown_init_kwargs(entry_kwargs)
     excludes = _filters.as_excludes(options.get("excludes", excludes))
     init_kwargs: dict[str, Any] = {
         "id": _settings.run_id(trial_id, experiment, token),
         "name": name,
-        "group": _settings.resolve_group(group, environ, experiment),
+        "group": _settings.resolve_group(group, environ, default_group or experiment),
         "config": _filters.clean_config(config, excludes),
         "dir": run_root,
         "resume": "allow",

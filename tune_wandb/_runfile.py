@@ -182,6 +182,35 @@ def last_record(path: str | Path) -> Any:
     return record
 
 
+def remove_failed_attempts(wandb_dir: str | Path, run_id: str) -> list[Path]:
+    """Remove the directories of online attempts of ``run_id`` that hold no record.
+
+    A ``wandb.init`` that failed online (W&B did not answer) leaves its run
+    directory, ``run-<time>-<id>``, with no record in it, beside the offline
+    run the worker logs instead; ``wandb sync`` and ``tune-wandb ls`` would
+    take it for a run. Pieces that hold records are kept. Returns what was
+    removed.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "run-20260101_000000-a_00000-abcdef" / "logs").mkdir(parents=True)
+        >>> [p.name for p in remove_failed_attempts(root, "a_00000-abcdef")]
+        ['run-20260101_000000-a_00000-abcdef']
+    """
+    import shutil
+
+    removed = []
+    for path in sorted(Path(wandb_dir).glob(f"run-*-{run_id}")):
+        if not path.is_dir() or path.is_symlink():
+            continue
+        if any(next(iter_payloads(f.read_bytes()), None) for f in path.glob("*.wandb")):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def wait_for_exit_record(path: str | Path, timeout: float) -> bool:
     """Wait until the file at ``path`` ends with an exit record; False on timeout."""
     deadline = time.monotonic() + timeout

@@ -713,6 +713,8 @@ class _Slot:
         settings.pop("api_key", None)
         run = wandb.init(settings=wandb.Settings(**settings), **{**kwargs, "mode": "offline"})
         where = run.settings.sync_dir
+        # One truth per run: the online attempt's directory holds nothing.
+        _runfile.remove_failed_attempts(os.path.dirname(where), run.id)
         self._say(
             logging.WARNING,
             f"wandb.init failed ({failed!r}); logging offline instead, in {where}. "

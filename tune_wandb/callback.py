@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _initargs, _report, _runfile, _settings, sync
+from tune_wandb import (
+    _credentials,
+    _filters,
+    _handoff,
+    _initargs,
+    _report,
+    _runfile,
+    _settings,
+    sync,
+)
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
 from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
@@ -190,6 +199,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.runs_per_worker = runs_per_worker
         self.key_check_timeout = key_check_timeout
         self.wandb_init_kwargs = wandb_init_kwargs
+        #: Default group: the trainable's name (Ray 1.x's ``WandbLogger``, which
+        #: sets it) rather than the experiment's (Ray 2.x's callback).
+        self.group_by_trainable = False
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -209,6 +221,15 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._said_project = False
         self._said_entry_key = False
         self._said_unknown: set[str] = set()
+        #: Whether the job's trial processes were told this callback's settings.
+        self._published = False
+        #: The experiments whose trials were claimed (their claims withdrawn at the end).
+        self._claimed_in: set[str] = set()
+        #: Trials whose one run is written by their own process (a mixin, setup_wandb).
+        self._handed_off: set[str] = set()
+        self._function_trainables: dict[str, bool] = {}
+        #: Function trials started whose run waits for their first result.
+        self._deferred: set[str] = set()
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -248,14 +269,35 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         _report.ensure_console()
         _warn_if_debugging()
         self._check_callback_key()
-        project = _settings.resolve_project(self.project, os.environ)
-        if project is None and "project" not in self.wandb_init_kwargs and not self._said_project:
-            self._said_project = True
-            logger.warning(
-                "tune-wandb: no W&B project given (argument, WANDB_PROJECT_NAME or "
-                "WANDB_PROJECT); runs go to wandb's default project."
-            )
+        self._publish()
         self._pool.start()
+
+    def _publish(self) -> None:
+        """Tell the job's trial processes this callback's settings.
+
+        A trial whose own process starts a W&B run (``@wandb_mixin``,
+        ``WandbTrainableMixin``, ``setup_wandb``) then writes the trial's one
+        run with them, Tune's results included, and this callback opens none
+        for it (see :mod:`tune_wandb._handoff`).
+        """
+        assert self._token is not None
+        init_kwargs = dict(self.wandb_init_kwargs)
+        if init_kwargs.get("settings") is not None:
+            settings = _settings.merge_settings(init_kwargs["settings"], False, quiet=False)
+            settings.pop("api_key", None)
+            init_kwargs["settings"] = settings
+        self._published = _handoff.publish(
+            _handoff.CallbackSettings(
+                token=self._token,
+                project=_settings.resolve_project(self.project, os.environ),
+                group=self.group or os.environ.get(_settings.GROUP_ENV_VAR),
+                excludes=self.excludes,
+                log_config=self.log_config,
+                init_kwargs=init_kwargs,
+                api_key_file=self.api_key_file,
+                group_by_trainable=self.group_by_trainable,
+            )
+        )
 
     def _populate_run_location(self) -> None:
         """Ray's WANDB_POPULATE_RUN_LOCATION_HOOK, when no project was given.
@@ -320,6 +362,23 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
         return found
 
+    def _say_if_no_project(self, init_kwargs: dict[str, Any], trial_name: str) -> None:
+        """Say (once) that a run goes to wandb's default project, when one does.
+
+        Said when a run is opened, not in ``setup``: the trials' ``"wandb"``
+        entries, which name the project in the old integration's examples,
+        are known only then.
+        """
+        if init_kwargs.get("project") or self._said_project:
+            return
+        self._said_project = True
+        logger.warning(
+            'tune-wandb: no W&B project given (argument, the trials\' "wandb" entry, '
+            "WANDB_PROJECT_NAME or WANDB_PROJECT); the run of trial %s goes to wandb's "
+            "default project, as will others without one (said once).",
+            trial_name,
+        )
+
     def _say_unknown(self, unknown: dict[str, str | None]) -> None:
         """Say (once per key) which entry keys ``wandb.init`` does not take: they are left out."""
         new = {k: v for k, v in unknown.items() if k not in self._said_unknown}
@@ -381,10 +440,47 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             )
 
     def log_trial_start(self, trial: Trial) -> None:
-        """Open the trial's run, or keep the one still logging (a retried trial)."""
+        """Open the trial's run, or keep the one still logging (a retried trial).
+
+        A function trainable's run is opened at its first result instead: its
+        function, which may start the trial's run itself, starts only now.
+        """
         state = self._trials.get(trial.trial_id)
+        if trial.trial_id in self._handed_off:
+            return
+        if state is None and self._is_function_trial(trial):
+            self._deferred.add(trial.trial_id)
+            return
         if state is None or state.ended:
-            self._open(trial, state)
+            self._open_or_hand_off(trial, state)
+
+    def _is_function_trial(self, trial: Trial) -> bool:
+        """Whether the trial runs a function trainable (False if Tune cannot tell)."""
+        name = getattr(trial, "trainable_name", None)
+        if name is None:
+            return False
+        if name not in self._function_trainables:
+            try:
+                from ray.tune.trainable.function_trainable import FunctionTrainable
+
+                cls = trial.get_trainable_cls()
+                self._function_trainables[name] = isinstance(cls, type) and issubclass(
+                    cls, FunctionTrainable
+                )
+            except Exception:
+                self._function_trainables[name] = False
+        return self._function_trainables[name]
+
+    def _open_or_hand_off(self, trial: Trial, state: _TrialLog | None) -> _TrialLog | None:
+        """Open a run for the trial, unless its own process writes its one run (None)."""
+        path = getattr(getattr(trial, "storage", None), "experiment_fs_path", None)
+        if state is None and self._published and path is not None:
+            path = str(path)
+            self._claimed_in.add(path)
+            if _handoff.claim(path, trial.trial_id, _handoff.CALLBACK) != _handoff.CALLBACK:
+                self._handed_off.add(trial.trial_id)
+                return None
+        return self._open(trial, state)
 
     def _open(self, trial: Trial, state: _TrialLog | None) -> _TrialLog:
         """Open a run for the trial: its first, or a new piece of it once the last ended."""
@@ -413,12 +509,16 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             run_root=run_root,
             settings=_settings.merge_settings(None, self.log_system_metrics),
             group=self.group,
+            default_group=trial.trainable_name if self.group_by_trainable else None,
             project=self.project,
             excludes=self.excludes,
             layers=[self.wandb_init_kwargs],
         )
         self._say_unknown(run.unknown)
         options, init_kwargs = run.options, run.init_kwargs
+        # Ray's callback adds it, and dashboards filter on it.
+        init_kwargs["config"][_filters.TRIAL_LOG_PATH] = trial.path
+        self._say_if_no_project(init_kwargs, str(trial))
         log_config = bool(options.get("log_config", self.log_config))
         key = self._key_for(options, init_kwargs)
         setup = WorkerSetup(
@@ -441,10 +541,15 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         shallow copy taken here (Tune lets later callbacks change the result
         in place).
         """
+        if trial.trial_id in self._handed_off:
+            return
         state = self._trials.get(trial.trial_id)
         if state is None or state.ended:
             # No run yet, or it ended: a new piece of the same run.
-            state = self._open(trial, state)
+            opened = self._open_or_hand_off(trial, state)
+            if opened is None:
+                return
+            state = opened
         self._put((state.run, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
@@ -463,7 +568,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Send the end marker (exit code 1 if the trial failed); returns at once."""
+        if trial.trial_id in self._handed_off:
+            return
         state = self._trials.get(trial.trial_id)
+        if state is None and trial.trial_id in self._deferred:
+            # A function trainable that ended before its first result: its run
+            # says it ran, and how it ended.
+            state = self._open_or_hand_off(trial, None)
         if state is not None and not state.ended:
             state.ended = True
             state.run.finish(1 if failed else 0)
@@ -482,21 +593,48 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._pool.stop(pending)
         self._pool.close()
         for run in pending:
-            where = run.run_dir or self._trials[run.key].wandb_dir
+            self._say_not_uploaded(run)
+        if self._trials:
+            sync.link_runs(_local_experiment_dir(trials))
+            logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
+        if self._published:
+            _handoff.withdraw(self._claimed_in)
+        self._published = False
+        self._claimed_in.clear()
+        self._handed_off.clear()
+        self._deferred.clear()
+        self._trials.clear()
+        self._keys.clear()
+        self._token = None
+
+    def _say_not_uploaded(self, run: Run) -> None:
+        """Say what became of a run still pending at ``upload_timeout``, as the table will.
+
+        A worker stopped while W&B did not answer logs offline what it holds
+        and finishes the run there: that run is finished, saved locally and
+        not uploaded, which the end table says too. Otherwise it did not
+        finish; its data is on disk.
+        """
+        where = run.run_dir or self._trials[run.key].wandb_dir
+        if run.finished is not None and run.finished.offline:
             logger.error(
-                "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
-                "its data is on disk in %s. Upload it with: wandb sync %s",
+                "tune-wandb: the W&B run of trial %s was not uploaded within "
+                "upload_timeout=%ss; it is finished and saved locally in %s. Upload it "
+                "with: wandb sync %s",
                 run.name,
                 self.upload_timeout,
                 where,
                 where,
             )
-        if self._trials:
-            sync.link_runs(_local_experiment_dir(trials))
-            logger.info("%s", _report.summary(self._run_lines(), _local_experiment_dir(trials)))
-        self._trials.clear()
-        self._keys.clear()
-        self._token = None
+            return
+        logger.error(
+            "tune-wandb: the W&B run of trial %s did not finish within upload_timeout=%ss; "
+            "its data is on disk in %s. Upload it with: wandb sync %s",
+            run.name,
+            self.upload_timeout,
+            where,
+            where,
+        )
 
     def _wait(self, runs: list[Run]) -> list[Run]:
         """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""

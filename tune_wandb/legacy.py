@@ -31,7 +31,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
 from tune_wandb import _settings
-from tune_wandb._filters import WANDB_CONFIG_KEY
+from tune_wandb._filters import WANDB_CONFIG_KEY, wandb_entry
 from tune_wandb.callback import WandbLoggerCallback
 from tune_wandb.keyshare import share_api_key
 
@@ -103,8 +103,9 @@ class WandbLogger(LegacyLogger):
     ``ray.tune.integration.wandb.WandbLogger`` was: its keys go to
     ``wandb.init``, except ``api_key_file``, ``api_key``, ``excludes`` and
     ``log_config``, which configure the integration; ``group``, ``run_id``
-    (or ``id``) and ``run_name`` (or ``name``) override Tune's choices. Same
-    worker process per trial, same filtering, same guarantees as the callback.
+    (or ``id``) and ``run_name`` (or ``name``) override Tune's choices. As in
+    Ray 1.x, the default group is the trainable's name. Same worker process
+    per trial, same filtering, same guarantees as the callback.
 
     Example:
         >>> from tune_wandb import DEFAULT_LOGGERS, WandbLogger
@@ -114,6 +115,19 @@ class WandbLogger(LegacyLogger):
     """
 
     callback_class = WandbLoggerCallback
+
+    @classmethod
+    def callback_factory(cls) -> Any:
+        """A :class:`~tune_wandb.WandbLoggerCallback` with Ray 1.x's default group.
+
+        Ray 1.x's ``WandbLogger`` grouped each trial's run by the trainable's
+        name (``trial.trainable_name``), so runs of several experiments of one
+        trainable share a group; the callback's default is Ray 2.x's, the
+        experiment's name.
+        """
+        callback = WandbLoggerCallback()
+        callback.group_by_trainable = True
+        return callback
 
 
 #: The loggers Ray Tune once used by default: JSON, CSV and TensorBoard.
@@ -202,7 +216,7 @@ def _take_key_out(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
 
 def _share_key(config: Mapping[str, Any], key: str | None) -> None:
     """Online, share the driver's key with trials that start runs themselves (mixins)."""
-    entry = config.get(WANDB_CONFIG_KEY)
+    entry = wandb_entry(config)
     init_kwargs = dict(entry) if isinstance(entry, Mapping) else {}
     if _settings.offline_or_disabled(init_kwargs, os.environ):
         return

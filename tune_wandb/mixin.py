@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tune_wandb import _filters, _initargs, _runfile, _settings, _wandb_compat
+from tune_wandb import _filters, _handoff, _initargs, _runfile, _settings, _wandb_compat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,10 +45,13 @@ def wandb_mixin(func: F) -> F:
     Configured by the trial config's ``"wandb"`` entry (its keys go to
     ``wandb.init``, except ``api_key_file``, ``api_key``, ``excludes`` and
     ``log_config``). The run's id is the trial id with a suffix derived from
-    the experiment, its name the trial's name, its group the experiment's
-    name; the entry's ``run_id`` (or ``id``), ``run_name`` (or ``name``) and
-    ``group`` override them. Its config is the trial config without the
-    ``"wandb"`` entry. A trial retried or restored continues the same run.
+    the experiment, its name the trial's name, its group the trainable's
+    name (as in Ray 1.x); the entry's ``run_id`` (or ``id``), ``run_name``
+    (or ``name``) and ``group`` override them. With a
+    :class:`~tune_wandb.WandbLoggerCallback` in the experiment too, this run
+    is the trial's one run and also holds its Tune results. Its config is the
+    trial config without the ``"wandb"`` entry. A trial retried or restored
+    continues the same run.
     The run is written inside the trial's directory in the experiment's
     storage.
 
@@ -69,8 +72,12 @@ def wandb_mixin(func: F) -> F:
 
     @functools.wraps(func)
     def run_with_wandb(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        trial = TrialInfo.from_tune_context()
-        run = start_trial_run(trial, config)
+        trainable = _running_trainable()
+        if trainable is not None:
+            trial = TrialInfo.of_trainable(trainable)
+        else:
+            trial = TrialInfo.from_tune_context()
+        run = start_trial_run(trial, config, trainable=trainable, group_by_trainable=True)
         try:
             result = func(config, *args, **kwargs)
         except BaseException:
@@ -89,7 +96,8 @@ class WandbTrainableMixin:
     the trainable's ``setup`` (so ``setup`` can log) with the trial's id, name
     and group (configured by the ``"wandb"`` config entry, as for
     :func:`wandb_mixin`), and finished after its ``cleanup`` (exit code 0;
-    1 if ``setup`` raised). The run is also wandb's module-level run, so
+    1 if ``setup``, a ``step`` or a checkpoint raised: Tune marks the trial
+    ERROR). The run is also wandb's module-level run, so
     ``wandb.log`` works as well as ``self.wandb.log``. Outside Tune (no trial),
     ``self.wandb`` is None.
 
@@ -108,17 +116,21 @@ class WandbTrainableMixin:
     def __init__(self, config: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
         # Trainable.__init__ calls setup(), which may log: the run starts first,
         # from the trial facts Tune passes in the config and the storage argument.
+        _check_is_a_trainable(self)
         config = config or {}
         info = config.get(_TRIAL_INFO)
         storage = kwargs.get("storage", args[1] if len(args) > 1 else None)
         self.wandb = None
         self._wandb_trial: TrialInfo | None = None
+        self._wandb_failures = _FailureWatch(self)
         if info is not None and storage is not None:
             self._wandb_trial = TrialInfo.of_trial(
-                info.trial_id, info.trial_name, info.experiment_name, storage
+                info.trial_id, info.trial_name, info.experiment_name, storage, self
             )
             trial_config = {k: v for k, v in config.items() if k not in _TUNE_PRIVATE_KEYS}
-            self.wandb = start_trial_run(self._wandb_trial, trial_config)
+            self.wandb = start_trial_run(
+                self._wandb_trial, trial_config, trainable=self, group_by_trainable=True
+            )
         try:
             super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
         except BaseException:
@@ -130,12 +142,26 @@ class WandbTrainableMixin:
         try:
             super().cleanup()  # type: ignore[misc]
         finally:
-            self._finish_wandb(exit_code=0)
+            self._finish_wandb(exit_code=self._wandb_failures.exit_code)
 
     def _finish_wandb(self, exit_code: int) -> None:
         run, self.wandb = self.wandb, None
         if run is not None and self._wandb_trial is not None:
             finish_trial_run(self._wandb_trial, run, exit_code=exit_code)
+
+
+def _check_is_a_trainable(instance: Any) -> None:
+    """Raise Ray's error, which says what to do, for a mixin on a class that is no Trainable."""
+    from ray.tune import Trainable
+
+    if not isinstance(instance, Trainable):
+        # ValueError, as Ray's mixin raises: scripts that catch it keep working.
+        raise ValueError(  # noqa: TRY004
+            f"WandbTrainableMixin can only be used as a mixin for tune.Trainable classes, "
+            f"and {type(instance).__name__} is not one. Put both in its bases, the mixin "
+            f"first: class {type(instance).__name__}(WandbTrainableMixin, tune.Trainable). "
+            "For a function trainable, use @wandb_mixin or setup_wandb instead."
+        )
 
 
 def setup_wandb(
@@ -186,7 +212,7 @@ def setup_wandb(
     if rank_zero_only and rank not in (None, 0):
         return wandb.init(mode="disabled")
     config = dict(config or {})
-    entry = dict(config.get(_filters.WANDB_CONFIG_KEY) or {})
+    entry = dict(_filters.wandb_entry(config) or {})
     if api_key or api_key_file:
         entry.pop("api_key", None)
         entry.pop("api_key_file", None)
@@ -195,10 +221,15 @@ def setup_wandb(
     for ray_name, init_name in (("trial_id", "id"), ("trial_name", "name")):
         if ray_name in kwargs:
             kwargs[init_name] = kwargs.pop(ray_name)
-    trial = _current_trial()
+    trainable = _running_trainable()
+    trial = TrialInfo.of_trainable(trainable) if trainable is not None else _current_trial()
     train_run = trial is None and rank is not None
     if train_run:
         trial = _current_train_run(rank or 0)
+    if trial is not None and not train_run and kwargs.get("id") == trial.trial_id:
+        # Ray's docs pass the trial's own id (trial_id=self.trial_id): it is
+        # Tune's choice, which gets the experiment's suffix as everywhere else.
+        del kwargs["id"]
     if trial is None:
         options, entry_kwargs = _settings.split_entry(entry)
         key = _settings.read_api_key(options.get("api_key_file"), options.get("api_key"))
@@ -208,12 +239,102 @@ def setup_wandb(
             settings=wandb.Settings(**settings),
             **{**entry_kwargs, **kwargs},
         )
-    run = start_trial_run(trial, config, **kwargs)
+    run = start_trial_run(trial, config, trainable=trainable, **kwargs)
     if train_run:
         _finish_with_the_train_function(trial, run)
+    elif trainable is not None and not _is_function_trainable(trainable):
+        _finish_with_the_trainable(trainable, trial, run)
     else:
         _finish_with_the_trial(trial, run)
     return run
+
+
+def _running_trainable() -> Any | None:
+    """The Tune ``Trainable`` this process is the actor of (None elsewhere).
+
+    Ray keeps its actor's instance in the worker (``worker.actors``) from before
+    ``__init__`` runs, so it is found in a class trainable's ``setup()`` (where
+    ``tune.get_context()`` knows no trial: Tune takes the trial's facts out of
+    the config before ``setup``) and in a function trainable's thread alike. The
+    instance holds the trial's facts (``_trial_info``) and storage (``_storage``).
+    """
+    try:
+        from ray._private import worker as ray_worker
+        from ray.tune.trainable import Trainable
+
+        worker = ray_worker.global_worker
+        actor = worker.actors.get(worker.actor_id)
+    except Exception:
+        return None
+    if not isinstance(actor, Trainable):
+        return None
+    if getattr(actor, "_trial_info", None) is None or getattr(actor, "_storage", None) is None:
+        return None
+    return actor
+
+
+def _is_function_trainable(trainable: Any) -> bool:
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    return isinstance(trainable, FunctionTrainable)
+
+
+def _finish_with_the_trainable(trainable: Any, trial: TrialInfo, run: Any) -> None:
+    """Finish ``run`` when Tune stops the class trainable, after its own ``cleanup``.
+
+    Tune ends a class trainable's actor without ``atexit`` (where wandb would
+    finish the run), but first calls its ``stop()``, which calls ``cleanup()``:
+    the instance's ``cleanup`` is wrapped. The exit code is 1 if a ``step`` or
+    a checkpoint raised (see :class:`_FailureWatch`).
+    """
+    original_cleanup = trainable.cleanup
+    failures = _FailureWatch(trainable)
+
+    def cleanup(*args: Any, **kwargs: Any) -> Any:
+        trainable.cleanup = original_cleanup
+        try:
+            return original_cleanup(*args, **kwargs)
+        finally:
+            try:
+                finish_trial_run(trial, run, exit_code=failures.exit_code)
+            except Exception:
+                logger.exception("tune-wandb: could not finish the W&B run %s", run.id)
+
+    trainable.cleanup = cleanup
+
+
+class _FailureWatch:
+    """Whether a class trainable's ``step`` or ``save_checkpoint`` raised.
+
+    Either makes Tune mark the trial ERROR, even after its last result (a
+    trainable without ``save_checkpoint`` under ``checkpoint_at_end``), and
+    Tune still calls ``stop()``/``cleanup()``, where the run is finished: its
+    exit code follows the trial's final status. ``Trainable.train`` and
+    ``save`` call both through the instance, so the instance's are wrapped.
+    """
+
+    def __init__(self, trainable: Any) -> None:
+        self.failed = False
+        for name in ("step", "save_checkpoint"):
+            method = getattr(trainable, name, None)
+            if method is not None:
+                setattr(trainable, name, self._watched(method))
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit code: 1 if the trial failed, else 0."""
+        return 1 if self.failed else 0
+
+    def _watched(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except BaseException:
+                self.failed = True
+                raise
+
+        return watched
 
 
 def _train_world_rank() -> int | None:
@@ -227,10 +348,15 @@ def _train_world_rank() -> int | None:
 
 
 def _current_trial() -> TrialInfo | None:
-    try:
-        from ray import tune
+    """The trial of this process's Tune session, None outside one.
 
-        if tune.get_context().get_trial_id() is None:
+    Asks for the session itself: Ray's own accessors (``get_trial_id``, ...)
+    print a warning outside a session, which would be ours to answer for.
+    """
+    try:
+        from ray.train._internal.session import get_session
+
+        if get_session() is None:
             return None
         return TrialInfo.from_tune_context()
     except Exception:
@@ -330,6 +456,8 @@ class TrialInfo:
         fs_path: the run's directory in storage (``wandb/`` goes below it).
         local_dir: this node's staging directory, used when storage is not local.
         experiment_fs_path: the experiment's directory in storage.
+        trainable_name: the trainable's name (Tune's ``trial.trainable_name``),
+            the old API's default group; empty if unknown.
     """
 
     trial_id: str
@@ -339,10 +467,18 @@ class TrialInfo:
     fs_path: str
     local_dir: str
     experiment_fs_path: str
+    trainable_name: str = ""
 
     @classmethod
-    def of_trial(cls, trial_id: str, trial_name: str, experiment: str, storage: Any) -> TrialInfo:
-        """A Tune trial's, from its ``StorageContext``."""
+    def of_trial(
+        cls,
+        trial_id: str,
+        trial_name: str,
+        experiment: str,
+        storage: Any,
+        trainable: Any = None,
+    ) -> TrialInfo:
+        """A Tune trial's, from its ``StorageContext`` (and its ``Trainable``, if known)."""
         return cls(
             trial_id=trial_id,
             trial_name=trial_name,
@@ -351,6 +487,15 @@ class TrialInfo:
             fs_path=str(storage.trial_fs_path),
             local_dir=str(storage.trial_working_directory),
             experiment_fs_path=str(storage.experiment_fs_path),
+            trainable_name=_trainable_name(trial_name, trial_id, trainable),
+        )
+
+    @classmethod
+    def of_trainable(cls, trainable: Any) -> TrialInfo:
+        """A Tune trial's, from its ``Trainable`` (its ``_trial_info`` and ``_storage``)."""
+        info = trainable._trial_info
+        return cls.of_trial(
+            info.trial_id, info.trial_name, info.experiment_name, trainable._storage, trainable
         )
 
     @classmethod
@@ -392,26 +537,60 @@ class TrialInfo:
         )
 
 
+def _trainable_name(trial_name: str, trial_id: str, trainable: Any) -> str:
+    """Tune's ``trial.trainable_name``, as a trial's process can tell it.
+
+    Tune names a trial ``<trainable name>_<trial id>`` (the name it registered
+    the trainable under, "PPO" for ``tune.run("PPO")``); with a custom trial
+    name, the function's or class's name, as Tune registers it.
+    """
+    if trial_name.endswith("_" + trial_id) and len(trial_name) > len(trial_id) + 1:
+        return trial_name[: -len(trial_id) - 1]
+    if trainable is None:
+        return ""
+    cls = type(trainable)
+    return str(getattr(cls, "_name", None) or cls.__name__)
+
+
 #: Characters a W&B run id cannot hold.
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) -> Any:
+def start_trial_run(
+    trial: TrialInfo,
+    config: dict[str, Any],
+    trainable: Any = None,
+    group_by_trainable: bool = False,
+    **overrides: Any,
+) -> Any:
     """Start the W&B run of ``trial`` in this process, as ``wandb.init``'s module run.
 
     ``overrides`` are ``wandb.init`` keyword arguments that win over the
-    trial's ``"wandb"`` entry.
+    trial's ``"wandb"`` entry. ``group_by_trainable``: the old API's default
+    group, the trainable's name (the mixins), rather than the experiment's
+    (``setup_wandb``). When the experiment also has a
+    :class:`~tune_wandb.WandbLoggerCallback` and ``trainable`` (the trial's
+    ``Trainable``) is given, this run is the trial's one run (see
+    :mod:`tune_wandb._handoff`): it takes the callback's id, project, group and
+    ``wandb.init`` arguments, and also logs the results the trial reports to
+    Tune, which the callback then leaves to it.
     """
     import wandb
 
+    callback = _callback_to_stand_in_for(trial, trainable)
     spec = _initargs.trial_run(
         trial_id=trial.trial_id,
         name=trial.trial_name,
         experiment=trial.experiment,
-        token=_experiment_token(trial),
+        token=callback.token if callback else _experiment_token(trial),
         config=config,
         run_root=_run_root(trial),
         settings=_IN_TRIAL_SETTINGS,
+        group=callback.group if callback else None,
+        default_group=_default_group(trial, group_by_trainable, callback),
+        project=callback.project if callback else None,
+        excludes=callback.excludes if callback else (),
+        layers=[callback.init_kwargs] if callback else (),
         overrides=overrides,
     )
     if spec.unknown:
@@ -422,15 +601,103 @@ def start_trial_run(trial: TrialInfo, config: dict[str, Any], **overrides: Any) 
             _settings.describe_unknown(spec.unknown),
         )
     init_kwargs = dict(spec.init_kwargs)
+    if callback is not None:
+        # The run stands in for the callback's, which carries it as Ray's does.
+        init_kwargs["config"] = {**init_kwargs["config"], _filters.TRIAL_LOG_PATH: trial.fs_path}
     settings = init_kwargs.pop("settings")
     if not _settings.offline_or_disabled(init_kwargs, os.environ):
-        key = _trial_key(spec.options)
+        options = dict(spec.options)
+        if callback and callback.api_key_file and not {"api_key", "api_key_file"} & set(options):
+            options["api_key_file"] = callback.api_key_file
+        key = _trial_key(options)
         if key:
             settings["api_key"] = key
     run = wandb.init(settings=wandb.Settings(**settings), **init_kwargs)
-    # No step metric: the trial's code logs with wandb's own step, and rows
-    # without training_iteration would be plotted at 0.
+    # No step metric for the whole run: the trial's code logs with wandb's own
+    # step, and rows without training_iteration would be plotted at 0.
+    if callback is not None:
+        log_config = bool(spec.options.get("log_config", callback.log_config))
+        _log_tune_results(trainable, run, _filters.Rules(spec.excludes, log_config))
     return run
+
+
+def _default_group(
+    trial: TrialInfo, group_by_trainable: bool, callback: _handoff.CallbackSettings | None
+) -> str | None:
+    """The trainable's name when the old API is on the trial (a mixin, or ``WandbLogger``).
+
+    Ray 1.x's ``WandbLogger`` and mixins grouped by the trainable's name, Ray
+    2.x's callback and ``setup_wandb`` by the experiment's (None here). When
+    both kinds log one trial, the old API's default decides; an explicit
+    group (argument, entry, ``WANDB_GROUP_NAME``) always wins.
+    """
+    if group_by_trainable or (callback is not None and callback.group_by_trainable):
+        return trial.trainable_name or None
+    return None
+
+
+def _callback_to_stand_in_for(trial: TrialInfo, trainable: Any) -> _handoff.CallbackSettings | None:
+    """The experiment's callback settings, if this process writes the trial's one run."""
+    if trainable is None:
+        return None
+    callback = _handoff.callback_settings()
+    if callback is None:
+        return None
+    if _handoff.claim(trial.experiment_fs_path, trial.trial_id, _handoff.TRIAL) != _handoff.TRIAL:
+        logger.warning(
+            "tune-wandb: trial %s: the WandbLoggerCallback already logs this trial's run "
+            "(the trial reported a result before its W&B run was started), so this run is "
+            "a second one. Start it before the trial's first tune.report to have one run.",
+            trial.trial_name,
+        )
+        return None
+    return callback
+
+
+def _log_tune_results(trainable: Any, run: Any, rules: _filters.Rules) -> None:
+    """Log each result the trainable reports to Tune into ``run``, as the callback would.
+
+    ``Trainable.train`` hands every result, complete with Tune's own fields
+    (``training_iteration``, ...), to ``self.log_result`` in the trial's
+    process, before the result reaches the driver: the instance's
+    ``log_result`` is wrapped. Tune's results are plotted against
+    ``training_iteration``, the trial's own ``wandb.log`` rows against wandb's
+    step.
+    """
+    original = trainable.log_result
+    splitter = _filters.Splitter(rules)
+    defined = {"training_iteration"}
+    warned: set[str] = set()
+    run.define_metric("training_iteration")
+
+    def log_result(result: dict[str, Any]) -> Any:
+        if not getattr(run, "_is_finished", False):
+            try:
+                history, config, dropped = splitter.split(result)
+                for key in set(dropped or ()) - warned:
+                    warned.add(key)
+                    logger.warning(
+                        "tune-wandb: result key %r holds a value W&B cannot log (see "
+                        "docs/bad-input.md), so it is left out of the history; the rest of "
+                        "the row is logged (said once per trial).",
+                        key,
+                    )
+                if config:
+                    run.config.update(config, allow_val_change=True)
+                for key in history.keys() - defined:
+                    defined.add(key)
+                    run.define_metric(key, step_metric="training_iteration")
+                _filters.arrays_to_media(history, {}, {})
+                run.log(history)
+            except Exception:
+                logger.warning(
+                    "tune-wandb: could not log a Tune result into the W&B run %s",
+                    run.id,
+                    exc_info=True,
+                )
+        return original(result)
+
+    trainable.log_result = log_result
 
 
 def _trial_key(options: dict[str, Any]) -> str | None:

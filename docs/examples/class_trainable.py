@@ -4,7 +4,7 @@ Put ``WandbTrainableMixin`` before ``tune.Trainable`` in the bases: the trial's
 W&B run is started before ``setup`` (so ``setup`` can log already) and is
 ``self.wandb``; it is finished after ``cleanup``. It is configured by the
 trial config's ``"wandb"`` entry, as for ``@wandb_mixin``: here the entry sets
-the group, which is otherwise the experiment's name.
+the group, which is otherwise the trainable's name (as in Ray 1.x).
 
 Run it with ``WANDB_MODE=offline python class_trainable.py`` to try it without
 a W&B account.
