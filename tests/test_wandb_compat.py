@@ -108,3 +108,12 @@ def test_service_handle_live_run_and_run_file(tmp_path: Path) -> None:
     assert counter.exited
     record = _runfile.last_record(run_file)
     assert record.WhichOneof("record_type") == "exit"
+
+
+def test_upsert_sweep_is_wandbs_private_upsert() -> None:
+    from wandb.apis.public import sweeps
+
+    parameters = inspect.signature(sweeps._upsert_sweep).parameters
+    assert {"obj_id", "entity", "project", "state", "prior_runs"} <= set(parameters)
+    # It returns the sweep and the server's config warnings.
+    assert "tuple" in str(inspect.signature(sweeps._upsert_sweep).return_annotation)

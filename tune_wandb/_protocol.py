@@ -7,7 +7,9 @@ socket:
   to fork a worker (:class:`SpawnWorker`, whose frame carries the worker's end
   of a fresh socket pair as a passed file descriptor) or to stop one
   (:class:`StopWorker`); the launcher reports :class:`WorkerStarted` and, when
-  it has reaped the process, :class:`WorkerExited` with its exit code.
+  it has reaped the process, :class:`WorkerExited` with its exit code. The
+  driver also has the launcher fork a child that runs one function
+  (:class:`CallInFork`, answered by :class:`CallReturned`).
 * driver <-> worker (one socket per worker): the driver sends :class:`Batch`
   messages holding :class:`LogRow`, :class:`UploadCheckpoint` and finally
   :class:`FinishRun`, the end marker; the worker answers
@@ -62,6 +64,18 @@ class StopWorker:
 
 
 @dataclass(frozen=True)
+class CallInFork:
+    """Run a function in a child of the launcher; :class:`CallReturned` answers.
+
+    ``payload`` is the cloudpickled ``(function, args)``: the driver's calls
+    into wandb's API run there, never in the driver (see :mod:`tune_wandb._sweep`).
+    """
+
+    call_id: str
+    payload: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ShutdownLauncher:
     """The experiment is over: reap every worker and exit."""
 
@@ -94,6 +108,18 @@ class ServiceStarted:
 
     token: str
     pid: int
+
+
+@dataclass(frozen=True)
+class CallReturned:
+    """What a :class:`CallInFork` function returned (``value``, cloudpickled) or raised.
+
+    ``error`` is None on success, else the exception's text.
+    """
+
+    call_id: str
+    value: bytes | None = field(default=None, repr=False)
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,34 @@ def init_parameters() -> frozenset[str] | None:
             args = node.args
             return frozenset(a.arg for a in [*args.args, *args.kwonlyargs])
     return None
+
+
+def upsert_sweep(
+    api: Any,
+    config: dict[str, Any],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    storage_id: str | None = None,
+    state: str | None = None,
+    prior_runs: list[str] | None = None,
+) -> dict[str, Any]:
+    """Create a sweep (``storage_id`` None) or change one: the sweep as the server returned it.
+
+    ``wandb.apis.public.sweeps._upsert_sweep``, the ``UpsertSweep`` mutation
+    ``wandb.sweep`` and ``wandb sweep --stop`` send; public ``wandb.sweep``
+    cannot change a sweep (its config, its state) and prints to stdout.
+    ``storage_id`` is the sweep's GraphQL ID (``wandb.Api().sweep(path).id``).
+    """
+    from wandb.apis.public.sweeps import _upsert_sweep
+
+    sweep, _warnings = _upsert_sweep(
+        api,
+        config,
+        obj_id=storage_id,
+        entity=entity,
+        project=project,
+        state=state,
+        prior_runs=prior_runs,
+    )
+    return dict(sweep)

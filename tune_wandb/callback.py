@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
-from tune_wandb import _credentials, _filters, _initargs, _report, _runfile, _settings, sync
+from tune_wandb import (
+    _credentials,
+    _experiment_sweep,
+    _filters,
+    _initargs,
+    _report,
+    _runfile,
+    _settings,
+    _sweep,
+    _sweep_config,
+    sync,
+)
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
 from tune_wandb._protocol import EXIT_INTERRUPTED, LogRow, StorageTarget, WorkerSetup
 
@@ -103,6 +114,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             check of the key, made once before any trial starts. A refused key
             raises ``ValueError``; no answer in time is a warning, and the
             experiment goes on. ``0`` skips the check.
+        sweep: show the experiment as a W&B sweep: a dict with Tune's
+            ``param_space`` and the ``metric`` and ``mode`` it optimizes (and
+            optionally the sweep's ``name`` and ``method``); ``True`` for a
+            sweep without them. Online, one sweep is created before the first
+            run, every trial's run joins it and it is stopped at the end;
+            offline, ``python -m tune_wandb sync EXPERIMENT_DIR --sweep``
+            makes it from the uploaded runs. See docs/sweeps.md.
         **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
             callback's own choices (``id``, ``name``, ``group``, ``dir``,
             ``mode``, ``settings``, ...).
@@ -126,6 +144,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         log_system_metrics: bool = False,
         shared_service: bool = False,
         key_check_timeout: float = DEFAULT_KEY_CHECK_TIMEOUT,
+        sweep: bool | dict[str, Any] | None = None,
         **wandb_init_kwargs: Any,
     ) -> None:
         if api_key_file and api_key:
@@ -169,6 +188,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.log_system_metrics = log_system_metrics
         self.shared_service = shared_service
         self.key_check_timeout = key_check_timeout
+        self.sweep = _sweep_config.check_sweep_arg(sweep)
         self.wandb_init_kwargs = wandb_init_kwargs
         self._init_runtime()
 
@@ -185,6 +205,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._said_project = False
         self._said_entry_key = False
         self._said_unknown: set[str] = set()
+        self._sweep: _experiment_sweep.ExperimentSweep | None = None
+        self._restored_sweep: _sweep.SweepRef | None = None
+        self._sweep_dir: str | None = None
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -205,12 +228,18 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._init_runtime()
 
     def get_state(self) -> dict[str, Any] | None:
-        """Callback state saved with the experiment: the run-id token."""
-        return {"experiment_token": self._token} if self._token else None
+        """Callback state saved with the experiment: the run-id token, and its sweep."""
+        if not self._token:
+            return None
+        state: dict[str, Any] = {"experiment_token": self._token}
+        if self._sweep is not None and self._sweep.ref is not None:
+            state["sweep"] = self._sweep.record()
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore the run-id token, so restored trials continue their runs."""
+        """Restore the run-id token and sweep, so restored trials continue their runs."""
         self._restored_token = state.get("experiment_token")
+        self._restored_sweep = _experiment_sweep.ref_from(state.get("sweep"))
 
     # -- Tune hooks -----------------------------------------------------------
 
@@ -232,6 +261,35 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 "WANDB_PROJECT); runs go to wandb's default project."
             )
         self._pool.start()
+        self._start_sweep(project)
+
+    def _start_sweep(self, project: str | None) -> None:
+        """With ``sweep=``: have the experiment's sweep made (online) before any run starts."""
+        if self.sweep is None:
+            return
+        init_kwargs = dict(self.wandb_init_kwargs)
+        init_kwargs["settings"] = _settings.merge_settings(init_kwargs.get("settings"), False)
+        if init_kwargs.get("mode") == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+            return
+        self._sweep = _experiment_sweep.ExperimentSweep(
+            self.sweep,
+            entity=init_kwargs.get("entity") or os.environ.get("WANDB_ENTITY") or None,
+            project=init_kwargs.get("project") or project,
+            online=not _settings.offline_or_disabled(init_kwargs, os.environ),
+            restored=self._restored_sweep,
+        )
+        self._restored_sweep = None
+        self._sweep.start(self._pool.call, self._sweep_access())
+
+    def _sweep_access(self) -> _sweep.Access:
+        """The driver's W&B variables and the callback's key, for the sweep's calls."""
+        source = (self.api_key_file, self.api_key)
+        if source not in self._keys:
+            try:
+                self._keys[source] = self._find_key(*source).for_wandb
+            except ValueError:
+                self._keys[source] = None
+        return _sweep.Access(self._env, self._keys[source])
 
     def _populate_run_location(self) -> None:
         """Ray's WANDB_POPULATE_RUN_LOCATION_HOOK, when no project was given.
@@ -367,7 +425,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
         setup, prepare = self._setup_for(trial)
-        run = self._pool.open(trial.trial_id, str(trial), setup, prepare)
+        gate = self._sweep.gate if self._sweep is not None else None
+        run = self._pool.open(trial.trial_id, str(trial), setup, prepare, gate)
+        if self._sweep is not None and self._sweep_dir is None:
+            # Kept in the experiment directory for `sync --sweep` and restores.
+            self._sweep_dir = _local_experiment_dir([trial])
+            if self._sweep_dir is not None:
+                _experiment_sweep.write_record(self._sweep_dir, self._sweep.record())
         if state is None:
             state = self._trials[trial.trial_id] = _TrialLog(run)
         else:
@@ -453,6 +517,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 state.run.finish(_exit_code_for(status.get(trial_id)))
         runs = [run for state in self._trials.values() for run in state.runs]
         pending = self._wait(runs)
+        self._finish_sweep(trials)
         # Stopped before they are reported: a worker still waiting for W&B in
         # wandb.init logs what it holds offline when stopped, and says where.
         self._pool.stop(pending)
@@ -473,6 +538,24 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._trials.clear()
         self._keys.clear()
         self._token = None
+
+    def _finish_sweep(self, trials: list[Trial]) -> None:
+        """List the values the trials took in the sweep, stop it, keep its record."""
+        sweep, self._sweep = self._sweep, None
+        if sweep is None:
+            return
+        configs = [trial.config for trial in trials]
+        sweep.finish(self._pool.call, self._sweep_access(), configs)
+        where = _local_experiment_dir(trials) or self._sweep_dir
+        if where is not None:
+            _experiment_sweep.write_record(where, sweep.record(configs))
+        self._sweep_dir = None
+        if not sweep.online:
+            logger.info(
+                "tune-wandb: the runs are offline; once uploaded they make a W&B sweep with: "
+                "python -m tune_wandb sync %s --sweep",
+                where or "EXPERIMENT_DIR",
+            )
 
     def _wait(self, runs: list[Run]) -> list[Run]:
         """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""
