@@ -67,6 +67,7 @@ from tune_wandb._protocol import (
     CallInFork,
     CallReturned,
     Confirmed,
+    ConsoleLines,
     LauncherError,
     LogRow,
     PieceSettled,
@@ -230,6 +231,8 @@ class Run:
         self.finished: RunFinished | None = None
         #: Results queued for the run; workers that died before finishing it.
         self.rows = 0
+        #: Console lines dropped because the run's worker could not keep up.
+        self.console_dropped = 0
         self.deaths = 0
         self.ledger = Ledger(_BACKLOG_IN_MEMORY, _MAX_BATCH, self._make_picklable)
         self._unpicklable: set[str] = set()
@@ -253,6 +256,10 @@ class Run:
     def checkpoint(self, path: str, filesystem: Any = None, iteration: int | None = None) -> None:
         """Queue a checkpoint directory for upload as an artifact."""
         self._inbox_put(_Checkpoint(self, path, filesystem, iteration))
+
+    def console(self, stream: str, lines: list[str]) -> None:
+        """Queue lines the trial wrote to ``stream`` (stdout, stderr) for its Logs tab."""
+        self._inbox_put(_Console(self, stream, tuple(lines)))
 
     def finish(self, exit_code: int) -> None:
         """Queue the end marker: the run finishes once everything before it is logged."""
@@ -319,6 +326,13 @@ class _Checkpoint:
     path: str
     filesystem: Any
     iteration: int | None
+
+
+@dataclass(frozen=True)
+class _Console:
+    run: Run
+    stream: str
+    lines: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -612,6 +626,8 @@ class WorkerPool:
                 run.ledger.append(
                     UploadCheckpoint(seq, command.path, command.filesystem, command.iteration)
                 )
+        elif isinstance(command, _Console):
+            self._add_console(command)
         elif isinstance(command, _Finish):
             run = command.run
             if run.state is RunState.LOGGING:
@@ -625,6 +641,20 @@ class WorkerPool:
             self._begin_close()
         elif isinstance(command, _Call):
             self._send_call(command)
+
+    def _add_console(self, command: _Console) -> None:
+        """Console lines go with the rows, unless the run's backlog is at its cap.
+
+        Past the cap (what the driver holds in memory), lines are dropped and
+        counted, so that they never push rows to the spool.
+        """
+        run = command.run
+        if run.state is not RunState.LOGGING:
+            return
+        if run.ledger.unsent >= _BACKLOG_IN_MEMORY:
+            run.console_dropped += len(command.lines)
+            return
+        run.ledger.append(ConsoleLines(run.ledger.next_seq(), command.stream, command.lines))
 
     def _send_call(self, command: _Call) -> None:
         call_id = str(next(self._call_ids))

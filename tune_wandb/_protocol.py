@@ -11,7 +11,8 @@ socket:
   driver also has the launcher fork a child that runs one function
   (:class:`CallInFork`, answered by :class:`CallReturned`).
 * driver <-> worker (one socket per worker): the driver sends :class:`Batch`
-  messages holding :class:`LogRow`, :class:`UploadCheckpoint` and finally
+  messages holding :class:`LogRow`, :class:`UploadCheckpoint`,
+  :class:`ConsoleLines` and finally
   :class:`FinishRun`, the end marker; the worker answers
   :class:`PieceSettled` (a replacement only), :class:`RunStarted`,
   :class:`Confirmed`, :class:`WorkerLog` and :class:`RunFinished`.
@@ -156,6 +157,18 @@ class UploadCheckpoint:
 
 
 @dataclass(frozen=True)
+class ConsoleLines:
+    """Lines a trial wrote to ``stream`` (``"stdout"`` or ``"stderr"``), for the run's Logs tab.
+
+    They travel with the rows, in order, numbered by the same ``seq``.
+    """
+
+    seq: int
+    stream: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FinishRun:
     """The end marker: finish the run with ``exit_code``, then exit."""
 
@@ -166,7 +179,7 @@ class FinishRun:
 class Batch:
     """Messages sent together: the driver's pool thread batches what piled up."""
 
-    messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
+    messages: tuple[LogRow | UploadCheckpoint | ConsoleLines | FinishRun, ...]
 
 
 @dataclass(frozen=True)
@@ -273,3 +286,7 @@ class WorkerSetup:
     #: pid of the wandb-core that wrote it (None: unknown, or a shared one).
     replaces: str | None = None
     replaces_writer: int | None = None
+    #: The driver sends the trial's console lines (:class:`ConsoleLines`): the
+    #: run's settings turn wandb's console capture on, and the worker takes
+    #: its own streams back out of it.
+    capture_console: bool = False

@@ -189,3 +189,31 @@ def upsert_sweep(
         prior_runs=prior_runs,
     )
     return dict(sweep)
+
+
+def publish_console(run: Any, stream: str, lines: tuple[str, ...] | list[str]) -> None:
+    """Write console lines into ``run``'s Logs tab, marked as ``stream`` wrote them.
+
+    ``Run._interface.publish_output_raw``: the record wandb's own console
+    capture sends, the only one that carries the stream (``Run.write_logs``
+    has none) and that wandb-core writes to the run file and ``output.log``.
+    wandb-core drops it when the run's ``console`` setting is ``"off"``.
+    """
+    interface = getattr(run, "_interface", None)
+    if interface is None or not lines:
+        return
+    text = "".join(line if line.endswith("\n") else f"{line}\n" for line in lines)
+    interface.publish_output_raw("stderr" if stream == "stderr" else "stdout", text)
+
+
+def release_own_console(run: Any) -> None:
+    """Stop ``run`` capturing this process's own stdout and stderr (``Run._restore``).
+
+    The run keeps its ``console`` setting, so wandb-core still takes the lines
+    of :func:`publish_console`; only the stream wrappers ``wandb.init``
+    installed in this process are removed (``wandb.finish`` removes them
+    again, harmlessly).
+    """
+    restore = getattr(run, "_restore", None)
+    if restore is not None:
+        restore()

@@ -33,6 +33,7 @@ from tune_wandb._protocol import (
     EXIT_SERVICE_LOST,
     Batch,
     Confirmed,
+    ConsoleLines,
     FinishRun,
     Heartbeat,
     LogRow,
@@ -253,7 +254,9 @@ class _Worker:
         self.stalled = False
         #: Messages read from the driver and not handled yet, in order (after
         #: wandb-core died: first those it had not written).
-        self.todo: collections.deque[LogRow | UploadCheckpoint | FinishRun] = collections.deque()
+        self.todo: collections.deque[LogRow | UploadCheckpoint | ConsoleLines | FinishRun] = (
+            collections.deque()
+        )
 
     # -- messages to the driver --------------------------------------------
 
@@ -337,6 +340,10 @@ class _Worker:
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
         self.wb = run = self._wandb_init(kwargs, settings)
+        if self.setup.capture_console:
+            # The run's console capture is for the trial's lines the driver
+            # sends; this process's own output stays out of it.
+            _wandb_compat.release_own_console(run)
         self.counter = _runfile.HistoryCounter(run.settings.sync_file)
         self.confirmed_history = 0
         own = _wandb_compat.own_service_process()
@@ -577,7 +584,7 @@ class _Worker:
             self.shared_service = (message.token, message.pid)
             os.environ["WANDB_SERVICE"] = message.token
 
-    def _handle(self, message: LogRow | UploadCheckpoint) -> None:
+    def _handle(self, message: LogRow | UploadCheckpoint | ConsoleLines) -> None:
         """Log a row or upload a checkpoint; kept until the run file holds it.
 
         Raises:
@@ -587,7 +594,9 @@ class _Worker:
         # Kept first: if wandb-core dies in the call, the message is logged again.
         handled = _Handled(message, recorded=False, at=time.monotonic())
         self.unconfirmed.append(handled)
-        if isinstance(message, LogRow):
+        if isinstance(message, ConsoleLines):
+            _wandb_compat.publish_console(self.wb, message.stream, message.lines)
+        elif isinstance(message, LogRow):
             self.logged_seqs.add(message.seq)
             self._doing("log")
             try:
@@ -995,7 +1004,9 @@ class _Handled:
 
     __slots__ = ("at", "message", "recorded")
 
-    def __init__(self, message: LogRow | UploadCheckpoint, recorded: bool, at: float) -> None:
+    def __init__(
+        self, message: LogRow | UploadCheckpoint | ConsoleLines, recorded: bool, at: float
+    ) -> None:
         self.message = message
         #: It made a history record (a row wandb took): confirmations count these.
         self.recorded = recorded
