@@ -15,7 +15,8 @@ import pytest
 from wandb_reader import find_runs
 from wandb_server import WandbServer
 
-from tune_wandb import WandbLoggerCallback, _console
+from tune_wandb import WandbLoggerCallback, _console, _pool
+from tune_wandb._protocol import ConsoleLines, LogRow, WorkerSetup
 from tune_wandb.callback import _warn_once_of_no_output
 
 TESTS = Path(__file__).parent
@@ -202,3 +203,19 @@ def test_the_end_waits_no_longer_than_its_bound() -> None:
         assert clock[0] >= _console.MAX_END_WAIT_SECONDS
     finally:
         router.stop()
+
+
+@pytest.mark.unit
+def test_past_the_backlog_cap_lines_are_dropped_and_counted_never_rows() -> None:
+    pool = _pool.WorkerPool()
+    run = _pool.Run(pool, "t", "trial_t", WorkerSetup("t", "trial_t", {}, driver_pid=1), None)
+    pool._add_console(_pool._Console(run, "stdout", ("kept",)))
+    for _ in range(_pool._BACKLOG_IN_MEMORY):
+        pool._add_result(run, {"loss": 1.0})
+    pool._add_console(_pool._Console(run, "stderr", ("dropped", "too")))
+    pool._add_result(run, {"loss": 2.0})  # a row past the cap is spooled, never dropped
+    assert run.console_dropped == 2
+    messages = run.ledger.take(_pool._BACKLOG_IN_MEMORY + 10)
+    assert isinstance(messages[0], ConsoleLines) and messages[0].lines == ("kept",)
+    assert sum(isinstance(m, LogRow) for m in messages) == run.rows == _pool._BACKLOG_IN_MEMORY + 1
+    run.ledger.close()
