@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wandb_reader import find_runs
 from wandb_server import WandbServer
 
@@ -219,3 +221,42 @@ def test_past_the_backlog_cap_lines_are_dropped_and_counted_never_rows() -> None
     assert isinstance(messages[0], ConsoleLines) and messages[0].lines == ("kept",)
     assert sum(isinstance(m, LogRow) for m in messages) == run.rows == _pool._BACKLOG_IN_MEMORY + 1
     run.ledger.close()
+
+
+_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("batch"), st.integers(1, 3), st.booleans(), st.integers(1, 4)),
+        st.tuples(st.just("claim"), st.integers(1, 3), st.integers(0, 2)),
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.unit
+@settings(max_examples=200, deadline=None)
+@given(events=_events)
+def test_every_line_goes_to_the_run_owning_its_process_in_order(events: list[Any]) -> None:
+    router = _console.ConsoleRouter()  # driven directly, as its thread would
+    runs = [_Run() for _ in range(3)]
+    owner: dict[int, int] = {}
+    held: dict[int, list[tuple[str, str]]] = {}
+    expected: list[list[tuple[str, str]]] = [[], [], []]
+    counter = 0
+    for event in events:
+        if event[0] == "claim":
+            _, pid, index = event
+            router._take(_console._Claim(_console.key_of("ip", pid), runs[index]))
+            owner[pid] = index
+            expected[index].extend(held.pop(pid, []))
+        else:
+            _, pid, is_err, n = event
+            lines = [f"{pid}-{counter + i}" for i in range(n)]
+            counter += n
+            router._take(_batch(pid, lines, is_err) | {"ip": "ip"})
+            stream = "stderr" if is_err else "stdout"
+            target = expected[owner[pid]] if pid in owner else held.setdefault(pid, [])
+            target.extend((stream, line) for line in lines)
+    router._end_all()
+    for run, lines in zip(runs, expected, strict=True):
+        assert run.events == lines
+    assert router.unmatched_lines == sum(len(lines) for lines in held.values())
