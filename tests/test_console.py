@@ -260,3 +260,16 @@ def test_every_line_goes_to_the_run_owning_its_process_in_order(events: list[Any
     for run, lines in zip(runs, expected, strict=True):
         assert run.events == lines
     assert router.unmatched_lines == sum(len(lines) for lines in held.values())
+
+
+@pytest.mark.unit
+def test_a_callback_pickled_before_sweeps_and_console_capture_still_loads() -> None:
+    import pickle
+
+    callback = WandbLoggerCallback(project="p")
+    state = callback.__getstate__()
+    del state["sweep"], state["capture_console"]
+    restored = WandbLoggerCallback.__new__(WandbLoggerCallback)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert (restored.sweep, restored.capture_console, restored.project) == (None, True, "p")
+    restored._pool.close()

@@ -235,7 +235,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # A callback pickled by an earlier version lacks the newer arguments.
+        self.__dict__.update({"sweep": None, "capture_console": True, **state})
         self._init_runtime()
 
     def get_state(self) -> dict[str, Any] | None:
