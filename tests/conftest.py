@@ -79,6 +79,12 @@ def _wandb_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             mp.delenv(name, raising=False)
         # Ray Tune's end-of-run output goes to the terminal; tests read files instead.
         mp.setenv("RAY_AIR_NEW_OUTPUT", "0")
+        # The tests' Ray runs with log_to_driver=False (see ray_session): the
+        # callback's warning about it is said once per process, here rather
+        # than in whichever test comes first (tests/test_console.py checks it).
+        from tune_wandb.callback import _warn_once_of_no_output
+
+        _warn_once_of_no_output()
         yield
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tune_wandb._ledger import Handover, Ledger
-from tune_wandb._protocol import FinishRun, LogRow, UploadCheckpoint
+from tune_wandb._protocol import ConsoleLines, FinishRun, LogRow, UploadCheckpoint
 
 pytestmark = pytest.mark.unit
 
@@ -123,6 +123,20 @@ def test_checkpoints_handed_over_are_sent_again() -> None:
     ledger.died()
     ledger.settled(landed=2)  # both rows landed; a checkpoint leaves no record
     assert ledger.take(10) == (checkpoint,)
+
+
+def test_console_lines_go_in_order_with_the_rows_and_are_resent_after_a_death() -> None:
+    ledger = Ledger()
+    first = row(ledger)
+    lines = ConsoleLines(ledger.next_seq(), "stderr", ("oops",))
+    ledger.append(lines)
+    last = row(ledger)
+    assert ledger.take(10) == (first, lines, last)
+    ledger.written()
+    ledger.started("piece-1")
+    ledger.died()
+    ledger.settled(landed=1)  # the first row landed; lines leave no history record
+    assert ledger.take(10) == (lines, last)
 
 
 def test_progress_counts_every_confirmed_record() -> None:

@@ -124,3 +124,26 @@ def test_service_handle_live_run_and_run_file(tmp_path: Path) -> None:
     assert counter.exited
     record = _runfile.last_record(run_file)
     assert record.WhichOneof("record_type") == "exit"
+
+
+def test_upsert_sweep_is_wandbs_private_upsert() -> None:
+    from wandb.apis.public import sweeps
+
+    parameters = inspect.signature(sweeps._upsert_sweep).parameters
+    assert {"obj_id", "entity", "project", "state", "prior_runs"} <= set(parameters)
+    # It returns the sweep and the server's config warnings.
+    assert "tuple" in str(inspect.signature(sweeps._upsert_sweep).return_annotation)
+
+
+def test_console_lines_use_wandbs_raw_output_record_and_run_restore() -> None:
+    from wandb.sdk.interface.interface import InterfaceBase
+    from wandb.sdk.wandb_run import Run
+
+    # publish_console: the interface's raw output, by stream name.
+    assert list(inspect.signature(InterfaceBase.publish_output_raw).parameters)[:3] == [
+        "self",
+        "name",
+        "data",
+    ]
+    # release_own_console: the run's own stream wrappers, removed.
+    assert list(inspect.signature(Run._restore).parameters) == ["self"]

@@ -93,6 +93,8 @@ class RunData:
     artifacts: list[str] = field(default_factory=list)
     saved_files: list[str] = field(default_factory=list)
     stats_records: int = 0
+    #: Console lines (the Logs tab), ``(stream, text)`` in order: "stdout" or "stderr".
+    output: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int | None:
@@ -124,7 +126,16 @@ def _on_config(run: RunData, record: Any) -> None:
         run.config.pop(_key(item), None)
 
 
+def _on_output(run: RunData, record: Any) -> None:
+    """An output record (raw or not): its text may hold several lines."""
+    out = record.output_raw if record.WhichOneof("record_type") == "output_raw" else record.output
+    stream = out.OutputType.Name(out.output_type).lower()
+    run.output.extend((stream, line) for line in out.line.splitlines())
+
+
 _HANDLERS = {
+    "output_raw": _on_output,
+    "output": _on_output,
     "run": _on_run,
     "config": _on_config,
     "history": lambda run, rec: run.history.append(_items(rec.history.item)),

@@ -71,6 +71,12 @@ def _main(argv: list[str] | None, prog: str) -> int:
         metavar="SECONDS",
         help="stop a run's upload after this long and go on with the next (default: 600)",
     )
+    sync.add_argument(
+        "--sweep",
+        action="store_true",
+        help="then show the uploaded runs as the experiment's W&B sweep (an experiment run "
+        "with WandbLoggerCallback(sweep=...)): made once, joined by runs uploaded later",
+    )
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command == "demo":
         from tune_wandb.demo import main as demo_main
@@ -89,7 +95,10 @@ def _main(argv: list[str] | None, prog: str) -> int:
         return 2
     if args.command == "ls":
         return _ls(experiment, args.all, args.json)
-    return 1 if local_runs.sync(experiment, timeout=args.timeout) else 0
+    failed = local_runs.sync(experiment, timeout=args.timeout)
+    if args.sweep and local_runs.sync_sweep(experiment) != 0:
+        return 1
+    return 1 if failed else 0
 
 
 def _version() -> str:

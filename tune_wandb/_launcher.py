@@ -31,8 +31,10 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from tune_wandb import _wandb_compat
+from tune_wandb._calls import ForkedCalls
 from tune_wandb._channel import FrameReader, frame, receive_with_fds
 from tune_wandb._protocol import (
+    CallInFork,
     LauncherError,
     ServiceStarted,
     ShutdownLauncher,
@@ -163,6 +165,7 @@ class _Launcher:
         self._reader = FrameReader()
         #: Worker sockets passed by the driver, in the order of their requests.
         self._fds: collections.deque[int] = collections.deque()
+        self.calls = ForkedCalls(self.ctx, self._send)
 
     def _send(self, message: object) -> None:
         # Blocking: the driver's pool thread always reads this socket.
@@ -175,12 +178,15 @@ class _Launcher:
         while True:
             sentinels = {p.sentinel: wid for wid, p in self.workers.items()}
             # A timeout, to notice the shared wandb-core's end (not our child's sentinel).
-            ready = wait([self.sock, *sentinels], timeout=_SERVICE_POLL_SECONDS)
+            ready = wait(
+                [self.sock, *sentinels, *self.calls.waitables()], timeout=_SERVICE_POLL_SECONDS
+            )
             if self.service.died():
                 self._restart_service()
+            self.calls.serve(ready)
             for obj in ready:
-                if obj is not self.sock:
-                    self._reap(sentinels[obj])  # type: ignore[index]
+                if obj in sentinels:
+                    self._reap(sentinels[obj])
             if self.sock not in ready:
                 continue
             try:
@@ -195,6 +201,9 @@ class _Launcher:
                     self._spawn(message)
                 elif isinstance(message, StopWorker):
                     self._stop(message)
+                elif isinstance(message, CallInFork):
+                    # The child must not keep this launcher's socket, nor the workers' to come.
+                    self.calls.start(message, (self.sock.fileno(), *self._fds))
                 elif isinstance(message, ShutdownLauncher):
                     return message.grace_seconds
 
@@ -261,6 +270,7 @@ class _Launcher:
 
     def shutdown(self, grace: float) -> None:
         """End every worker: join with a deadline, then SIGTERM, then SIGKILL."""
+        self.calls.kill_all()
         deadline = time.monotonic() + grace
         for step in ("join", "terminate", "kill"):
             for worker_id, process in list(self.workers.items()):

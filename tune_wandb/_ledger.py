@@ -36,10 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_wandb._backlog import Backlog
-from tune_wandb._protocol import FinishRun, LogRow, UploadCheckpoint
+from tune_wandb._protocol import ConsoleLines, FinishRun, LogRow, UploadCheckpoint
 
-#: What the ledger carries: a row or a checkpoint (each with its ``seq``), or the end marker.
-Message = LogRow | UploadCheckpoint | FinishRun
+#: What the ledger carries: a row, a checkpoint or console lines (each with its
+#: ``seq``), or the end marker.
+Message = LogRow | UploadCheckpoint | ConsoleLines | FinishRun
+#: What the ledger carries but the end marker.
+Item = LogRow | UploadCheckpoint | ConsoleLines
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,9 @@ class Ledger:
         self._unsent = Backlog(backlog_limit, chunk, sanitize)
         #: Handed over, to be sent before anything unsent: rows a dead worker
         #: did not confirm (filtered by ``settled``).
-        self._resend: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
+        self._resend: collections.deque[Item] = collections.deque()
         self._writing: tuple[Message, ...] = ()
-        self._in_flight: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
+        self._in_flight: collections.deque[Item] = collections.deque()
         #: The piece the current worker writes, once it said so, and its confirmed count.
         self._piece: str | None = None
         self._piece_confirmed = 0
@@ -124,7 +127,7 @@ class Ledger:
         self._last_seq += 1
         return self._last_seq
 
-    def append(self, message: LogRow | UploadCheckpoint) -> None:
+    def append(self, message: Item) -> None:
         """Queue a row or checkpoint (numbered by :meth:`next_seq`) for the run's worker.
 
         Raises:
@@ -233,7 +236,7 @@ class Ledger:
         handed over are sent again (they leave no history record).
         """
         landed_rows = max(0, landed - self._dead_confirmed)
-        kept: collections.deque[LogRow | UploadCheckpoint] = collections.deque()
+        kept: collections.deque[Item] = collections.deque()
         for message in self._resend:
             if landed_rows and isinstance(message, LogRow):
                 landed_rows -= 1
@@ -277,7 +280,7 @@ class Ledger:
         the last piece written: the dead worker's own if it started one,
         else the piece its own predecessor left.
         """
-        resend: list[LogRow | UploadCheckpoint] = [*self._in_flight]
+        resend: list[Item] = [*self._in_flight]
         for message in self._writing:
             if not isinstance(message, FinishRun):
                 resend.append(message)

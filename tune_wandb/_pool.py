@@ -46,6 +46,7 @@ deadline, SIGTERM, SIGKILL; every process is reaped.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import enum
 import itertools
@@ -72,7 +73,10 @@ from tune_wandb._protocol import (
     EXIT_HUNG,
     EXIT_SERVICE_LOST,
     Batch,
+    CallInFork,
+    CallReturned,
     Confirmed,
+    ConsoleLines,
     LauncherError,
     LogRow,
     OpenRun,
@@ -237,6 +241,7 @@ class Run:
         name: str,
         setup: WorkerSetup,
         prepare: Prepare | None,
+        gate: concurrent.futures.Future[Callable[[WorkerSetup], WorkerSetup]] | None = None,
     ) -> None:
         #: The run's number in the pool: the messages about it carry it.
         self.number = next(pool._numbers)
@@ -244,6 +249,8 @@ class Run:
         self.name = name
         self.setup = setup
         self.prepare = prepare or _unfiltered
+        #: The worker starts once this is done; its result amends the setup.
+        self.gate = gate
         self._inbox_put = pool._inbox.put
         self._wake = pool._wake
         self.state = RunState.LOGGING
@@ -255,6 +262,8 @@ class Run:
         self.finished: RunFinished | None = None
         #: Results queued for the run; workers that died before finishing it.
         self.rows = 0
+        #: Console lines dropped because the run's worker could not keep up.
+        self.console_dropped = 0
         self.deaths = 0
         self.ledger = Ledger(_BACKLOG_IN_MEMORY, _MAX_BATCH, self._make_picklable)
         self._unpicklable: set[str] = set()
@@ -282,6 +291,10 @@ class Run:
     def checkpoint(self, path: str, filesystem: Any = None, iteration: int | None = None) -> None:
         """Queue a checkpoint directory for upload as an artifact."""
         self._inbox_put(_Checkpoint(self, path, filesystem, iteration))
+
+    def console(self, stream: str, lines: list[str]) -> None:
+        """Queue lines the trial wrote to ``stream`` (stdout, stderr) for its Logs tab."""
+        self._inbox_put(_Console(self, stream, tuple(lines)))
 
     def finish(self, exit_code: int) -> None:
         """Queue the end marker: the run finishes once everything before it is logged."""
@@ -351,6 +364,13 @@ class _Checkpoint:
 
 
 @dataclass(frozen=True)
+class _Console:
+    run: Run
+    stream: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _Finish:
     run: Run
     exit_code: int
@@ -364,6 +384,12 @@ class _Stop:
 @dataclass(frozen=True)
 class _Close:
     pass
+
+
+@dataclass(frozen=True)
+class _Call:
+    future: concurrent.futures.Future[Any]
+    payload: bytes
 
 
 class _Worker:
@@ -477,6 +503,9 @@ class WorkerPool:
         self._service_pids: list[int] = []
         #: What workers said about no run in particular (each message is logged once).
         self._said: set[str] = set()
+        #: Calls sent to the launcher and not answered yet, by id.
+        self._calls: dict[str, concurrent.futures.Future[Any]] = {}
+        self._call_ids = itertools.count(1)
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -497,20 +526,49 @@ class WorkerPool:
         self._thread = threading.Thread(target=self._serve, name="tune-wandb-pool", daemon=True)
         self._thread.start()
 
-    def open(self, key: str, name: str, setup: WorkerSetup, prepare: Prepare | None = None) -> Run:
+    def open(
+        self,
+        key: str,
+        name: str,
+        setup: WorkerSetup,
+        prepare: Prepare | None = None,
+        gate: concurrent.futures.Future[Callable[[WorkerSetup], WorkerSetup]] | None = None,
+    ) -> Run:
         """Open a run and queue the start of its worker; returns at once.
 
         ``prepare`` turns each result put on the run into the row the worker
-        logs, on the pool thread (default: the result as it is).
+        logs, on the pool thread (default: the result as it is). With a
+        ``gate``, the worker starts only once the gate is done (its results
+        wait in the run's ledger meanwhile); the function it gives amends
+        the worker's setup (a failed gate leaves the setup as it is).
         """
         if self._thread is None or not self._thread.is_alive():
             self.start()
-        run = Run(self, key, name, setup, prepare)
+        run = Run(self, key, name, setup, prepare, gate)
         self._inbox.put(_Open(run))
         # A trial's start is worth a wake-up (a result is not): its worker
         # should be starting while the trial's first results come.
         self._wake()
         return run
+
+    def call(self, function: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``function(*args)`` in a child the launcher forks; its future result.
+
+        Returns at once. The future fails with :class:`RuntimeError` if the
+        function raised (its text), its process died, or the launcher is gone.
+        Both the function and what it returns cross processes with cloudpickle.
+        """
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            payload = cloudpickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            future.set_exception(RuntimeError(f"cannot send {function!r} to the launcher: {exc!r}"))
+            return future
+        if self._thread is None or not self._thread.is_alive():
+            self.start()
+        self._inbox.put(_Call(future, payload))
+        self._wake()
+        return future
 
     def wait(self, runs: list[Run], timeout: float) -> list[Run]:
         """Wait up to ``timeout`` seconds until every run has ended; the runs still going."""
@@ -642,6 +700,8 @@ class WorkerPool:
                 run.ledger.append(
                     UploadCheckpoint(seq, command.path, command.filesystem, command.iteration)
                 )
+        elif isinstance(command, _Console):
+            self._add_console(command)
         elif isinstance(command, _Finish):
             run = command.run
             if run.state is RunState.LOGGING:
@@ -653,6 +713,50 @@ class WorkerPool:
                 self._stop_run(run)
         elif isinstance(command, _Close):
             self._begin_close()
+        elif isinstance(command, _Call):
+            self._send_call(command)
+
+    def _add_console(self, command: _Console) -> None:
+        """Console lines go with the rows, unless the run's backlog is at its cap.
+
+        Past the cap (what the driver holds in memory), lines are dropped and
+        counted, so that they never push rows to the spool.
+        """
+        run = command.run
+        if run.state is not RunState.LOGGING:
+            return
+        if run.ledger.unsent >= _BACKLOG_IN_MEMORY:
+            run.console_dropped += len(command.lines)
+            return
+        run.ledger.append(ConsoleLines(run.ledger.next_seq(), command.stream, command.lines))
+
+    def _send_call(self, command: _Call) -> None:
+        call_id = str(next(self._call_ids))
+        channel = self._launcher_for_spawn()
+        if channel is None or self._closing:
+            command.future.set_exception(RuntimeError("no launcher to run the call"))
+            return
+        self._calls[call_id] = command.future
+        channel.send(pickle.dumps(CallInFork(call_id, command.payload)))
+        self._flush_launcher()
+
+    def _call_returned(self, message: CallReturned) -> None:
+        future = self._calls.pop(message.call_id, None)
+        if future is None or future.done():
+            return
+        if message.error is not None:
+            future.set_exception(RuntimeError(message.error))
+            return
+        try:
+            future.set_result(cloudpickle.loads(message.value or b""))
+        except Exception as exc:
+            future.set_exception(RuntimeError(f"unreadable answer: {exc!r}"))
+
+    def _fail_calls(self, reason: str) -> None:
+        calls, self._calls = self._calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(RuntimeError(reason))
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
@@ -671,12 +775,32 @@ class WorkerPool:
         if not self._to_place or self._closing:
             return
         room = _MAX_STARTING - self._starting()
-        while self._to_place and room > 0:
-            run = self._to_place.pop(0)
+        waiting: list[Run] = []
+        for run in self._to_place:
             if run.ended:
                 continue
-            self._place(run)
-            room -= 1
+            if room > 0 and self._through_gate(run):
+                self._place(run)
+                room -= 1
+            else:
+                waiting.append(run)
+        self._to_place = waiting
+
+    @staticmethod
+    def _through_gate(run: Run) -> bool:
+        """Whether the run may be placed (its setup amended by its gate once done)."""
+        gate = run.gate
+        if gate is None:
+            return True
+        if not gate.done():
+            return False
+        run.gate = None
+        if not gate.cancelled() and gate.exception() is None:
+            try:
+                run.setup = gate.result()(run.setup)
+            except Exception:
+                logger.exception("tune-wandb: trial %s: its run starts unchanged", run.name)
+        return True
 
     def _capacity_for(self, run: Run) -> int:
         """How many runs the worker of ``run`` may hold: 1 for a worker of its own."""
@@ -824,6 +948,9 @@ class WorkerPool:
         if isinstance(message, ServiceStarted):
             self._service_started(message)
             return
+        if isinstance(message, CallReturned):
+            self._call_returned(message)
+            return
         worker = self._workers.get(getattr(message, "worker_id", ""))
         if worker is None:
             return
@@ -873,6 +1000,7 @@ class WorkerPool:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(channel.sock)
             channel.close()
+        self._fail_calls("the launcher ended before answering")
         launcher, self._launcher = self._launcher, None
         if launcher is not None:
             # Its socket closed: it is dead or dying; reaped here, killed if not.
@@ -1235,6 +1363,7 @@ class WorkerPool:
             worker.channel.close()
         self._workers.clear()
         self._shut_launcher_down()
+        self._fail_calls("the pool closed before the call was answered")
         # A launcher killed mid-experiment left its shared wandb-core behind.
         for pid in self._service_pids:
             _end_service(pid)

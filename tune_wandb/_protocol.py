@@ -7,12 +7,15 @@ socket:
   to fork a worker (:class:`SpawnWorker`, whose frame carries the worker's end
   of a fresh socket pair as a passed file descriptor) or to stop one
   (:class:`StopWorker`); the launcher reports :class:`WorkerStarted` and, when
-  it has reaped the process, :class:`WorkerExited` with its exit code.
+  it has reaped the process, :class:`WorkerExited` with its exit code. The
+  driver also has the launcher fork a child that runs one function
+  (:class:`CallInFork`, answered by :class:`CallReturned`).
 * driver <-> worker (one socket per worker process, which may hold many
   runs): the driver opens each run in the worker (:class:`OpenRun`), then
   sends :class:`Batch` messages naming their run and holding
-  :class:`LogRow`, :class:`UploadCheckpoint` and finally :class:`FinishRun`,
-  the run's end marker; the worker answers, naming the run,
+  :class:`LogRow`, :class:`UploadCheckpoint`, :class:`ConsoleLines` and
+  finally :class:`FinishRun`, the run's end marker; the worker answers,
+  naming the run,
   :class:`PieceSettled` (a replacement only), :class:`RunStarted`,
   :class:`Confirmed`, :class:`WorkerLog`, :class:`RunFinished` or
   :class:`RunFailed`, and beats :class:`Heartbeat` for the whole process. A
@@ -71,6 +74,18 @@ class StopWorker:
 
 
 @dataclass(frozen=True)
+class CallInFork:
+    """Run a function in a child of the launcher; :class:`CallReturned` answers.
+
+    ``payload`` is the cloudpickled ``(function, args)``: the driver's calls
+    into wandb's API run there, never in the driver (see :mod:`tune_wandb._sweep`).
+    """
+
+    call_id: str
+    payload: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ShutdownLauncher:
     """The experiment is over: reap every worker and exit."""
 
@@ -103,6 +118,18 @@ class ServiceStarted:
 
     token: str
     pid: int
+
+
+@dataclass(frozen=True)
+class CallReturned:
+    """What a :class:`CallInFork` function returned (``value``, cloudpickled) or raised.
+
+    ``error`` is None on success, else the exception's text.
+    """
+
+    call_id: str
+    value: bytes | None = field(default=None, repr=False)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,18 @@ class UploadCheckpoint:
 
 
 @dataclass(frozen=True)
+class ConsoleLines:
+    """Lines a trial wrote to ``stream`` (``"stdout"`` or ``"stderr"``), for the run's Logs tab.
+
+    They travel with the rows, in order, numbered by the same ``seq``.
+    """
+
+    seq: int
+    stream: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FinishRun:
     """The end marker: finish the run with ``exit_code``, then exit."""
 
@@ -162,7 +201,7 @@ class Batch:
     """Messages for run ``run`` sent together: the pool thread batches what piled up."""
 
     run: int
-    messages: tuple[LogRow | UploadCheckpoint | FinishRun, ...]
+    messages: tuple[LogRow | UploadCheckpoint | ConsoleLines | FinishRun, ...]
 
 
 @dataclass(frozen=True)
@@ -306,3 +345,7 @@ class WorkerSetup:
     #: pid of the wandb-core that wrote it (None: unknown, or a shared one).
     replaces: str | None = None
     replaces_writer: int | None = None
+    #: The driver sends the trial's console lines (:class:`ConsoleLines`): the
+    #: run's settings turn wandb's console capture on, and the worker takes
+    #: its own streams back out of it.
+    capture_console: bool = False

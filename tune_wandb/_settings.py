@@ -137,12 +137,23 @@ def read_api_key(api_key_file: str | None, api_key: str | None) -> str | None:
     return key
 
 
-def wandb_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The driver's ``WANDB_*`` variables for a worker, the API key left out.
+#: Driver variables a worker never gets: the key (it travels in memory and
+#: reaches wandb through its settings), and the process-wide sweep id, which
+#: makes ``wandb.init`` ignore the run's project, entity and id (a run joins
+#: a sweep through its own ``settings.sweep_id``).
+_NOT_FOR_WORKERS = frozenset({API_KEY_ENV_VAR, "WANDB_SWEEP_ID"})
 
-    The key travels separately, in memory, and reaches wandb through its settings.
+
+def wandb_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's ``WANDB_*`` variables for a worker, the API key and sweep id left out.
+
+    Example:
+        >>> wandb_env({"WANDB_PROJECT": "p", "WANDB_SWEEP_ID": "s", "HOME": "/root"})
+        {'WANDB_PROJECT': 'p'}
     """
-    return {k: v for k, v in environ.items() if k.startswith("WANDB_") and k != API_KEY_ENV_VAR}
+    return {
+        k: v for k, v in environ.items() if k.startswith("WANDB_") and k not in _NOT_FOR_WORKERS
+    }
 
 
 def merge_settings(user: Any, log_system_metrics: bool, *, quiet: bool = True) -> dict[str, Any]:

@@ -209,3 +209,62 @@ def has_setting(name: str) -> bool:
     """
     fields = settings_fields()
     return fields is None or name in fields
+
+
+def upsert_sweep(
+    api: Any,
+    config: dict[str, Any],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    storage_id: str | None = None,
+    state: str | None = None,
+    prior_runs: list[str] | None = None,
+) -> dict[str, Any]:
+    """Create a sweep (``storage_id`` None) or change one: the sweep as the server returned it.
+
+    ``wandb.apis.public.sweeps._upsert_sweep``, the ``UpsertSweep`` mutation
+    ``wandb.sweep`` and ``wandb sweep --stop`` send; public ``wandb.sweep``
+    cannot change a sweep (its config, its state) and prints to stdout.
+    ``storage_id`` is the sweep's GraphQL ID (``wandb.Api().sweep(path).id``).
+    """
+    from wandb.apis.public.sweeps import _upsert_sweep
+
+    sweep, _warnings = _upsert_sweep(
+        api,
+        config,
+        obj_id=storage_id,
+        entity=entity,
+        project=project,
+        state=state,
+        prior_runs=prior_runs,
+    )
+    return dict(sweep)
+
+
+def publish_console(run: Any, stream: str, lines: tuple[str, ...] | list[str]) -> None:
+    """Write console lines into ``run``'s Logs tab, marked as ``stream`` wrote them.
+
+    ``Run._interface.publish_output_raw``: the record wandb's own console
+    capture sends, the only one that carries the stream (``Run.write_logs``
+    has none) and that wandb-core writes to the run file and ``output.log``.
+    wandb-core drops it when the run's ``console`` setting is ``"off"``.
+    """
+    interface = getattr(run, "_interface", None)
+    if interface is None or not lines:
+        return
+    text = "".join(line if line.endswith("\n") else f"{line}\n" for line in lines)
+    interface.publish_output_raw("stderr" if stream == "stderr" else "stdout", text)
+
+
+def release_own_console(run: Any) -> None:
+    """Stop ``run`` capturing this process's own stdout and stderr (``Run._restore``).
+
+    The run keeps its ``console`` setting, so wandb-core still takes the lines
+    of :func:`publish_console`; only the stream wrappers ``wandb.init``
+    installed in this process are removed (``wandb.finish`` removes them
+    again, harmlessly).
+    """
+    restore = getattr(run, "_restore", None)
+    if restore is not None:
+        restore()

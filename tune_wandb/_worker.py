@@ -17,8 +17,8 @@ Two shapes, one per-run logic (:class:`_Slot`):
   ``wandb.init`` to log offline instead) and exits once the run is finished.
 * **a multiplexed worker** (capacity > 1, for many concurrent trials): the
   main thread reads the socket and hands each run's batches to the run's own
-  thread; the runs share one wandb-core (``reinit="create_new"``, console
-  capture off) and nothing process-wide is changed for one run. A run that
+  thread; the runs share one wandb-core (``reinit="create_new"``, the
+  process's own output in none of them) and nothing process-wide is changed for one run. A run that
   cannot start here is handed back to the driver
   (:class:`~tune_wandb._protocol.RunFailed`), which gives it a worker of its
   own. A wandb-core death is recovered once for every run of the process
@@ -53,6 +53,7 @@ from tune_wandb._protocol import (
     EXIT_SERVICE_LOST,
     Batch,
     Confirmed,
+    ConsoleLines,
     FinishRun,
     Heartbeat,
     LogRow,
@@ -535,7 +536,9 @@ class _Slot:
         self.stalled = False
         #: Messages read from the driver and not handled yet, in order (after
         #: wandb-core died: first those it had not written).
-        self.todo: collections.deque[LogRow | UploadCheckpoint | FinishRun] = collections.deque()
+        self.todo: collections.deque[LogRow | UploadCheckpoint | ConsoleLines | FinishRun] = (
+            collections.deque()
+        )
 
     # -- messages to the driver --------------------------------------------
 
@@ -608,7 +611,11 @@ class _Slot:
             # Runs share the process: one wandb-core for all of them, and the
             # process's output belongs to none of them.
             kwargs["reinit"] = "create_new"
-            settings["console"] = "off"
+            # A run logging its trial's lines keeps "wrap" (wandb-core drops
+            # console records of a run whose console is off) and releases the
+            # process's own streams below.
+            if not self.setup.capture_console:
+                settings["console"] = "off"
         suffix = _piece_suffix(kwargs.get("dir"), kwargs.get("id"))
         if suffix and "x_sync_dir_suffix" not in settings:
             settings["x_sync_dir_suffix"] = suffix
@@ -618,6 +625,10 @@ class _Slot:
         if self.setup.api_key:
             settings["api_key"] = self.setup.api_key
         self.wb = run = self._wandb_init(kwargs, settings)
+        if self.setup.capture_console:
+            # The run's console capture is for the trial's lines the driver
+            # sends; this process's own output stays out of it.
+            _wandb_compat.release_own_console(run)
         self.counter = _runfile.HistoryCounter(run.settings.sync_file)
         self.confirmed_history = 0
         own = _wandb_compat.own_service_process()
@@ -900,7 +911,7 @@ class _Slot:
             self._handle(message)
         return None
 
-    def _handle(self, message: LogRow | UploadCheckpoint) -> None:
+    def _handle(self, message: LogRow | UploadCheckpoint | ConsoleLines) -> None:
         """Log a row or upload a checkpoint; kept until the run file holds it.
 
         Raises:
@@ -910,7 +921,9 @@ class _Slot:
         # Kept first: if wandb-core dies in the call, the message is logged again.
         handled = _Handled(message, recorded=False, at=time.monotonic())
         self.unconfirmed.append(handled)
-        if isinstance(message, LogRow):
+        if isinstance(message, ConsoleLines):
+            _wandb_compat.publish_console(self.wb, message.stream, message.lines)
+        elif isinstance(message, LogRow):
             self.logged_seqs.add(message.seq)
             self._doing("log")
             try:
@@ -1301,7 +1314,9 @@ class _Handled:
 
     __slots__ = ("at", "message", "recorded")
 
-    def __init__(self, message: LogRow | UploadCheckpoint, recorded: bool, at: float) -> None:
+    def __init__(
+        self, message: LogRow | UploadCheckpoint | ConsoleLines, recorded: bool, at: float
+    ) -> None:
         self.message = message
         #: It made a history record (a row wandb took): confirmations count these.
         self.recorded = recorded

@@ -16,13 +16,17 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.logger import LoggerCallback
 
 from tune_wandb import (
+    _console,
     _credentials,
+    _experiment_sweep,
     _filters,
     _handoff,
     _initargs,
     _report,
     _runfile,
     _settings,
+    _sweep,
+    _sweep_config,
     sync,
 )
 from tune_wandb._pool import Prepare, Run, RunState, WorkerPool
@@ -48,6 +52,8 @@ class _TrialLog:
     #: The trial ended (its end marker is queued): a result after it opens a new run.
     ended: bool = False
     runs: list[Run] = field(default_factory=list)
+    #: The worker process ``(ip, pid)`` whose console lines go to ``run``.
+    claimed: tuple[Any, Any, Run] | None = None
 
     def __post_init__(self) -> None:
         self.runs.append(self.run)
@@ -100,9 +106,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             uploading before it stops their workers and says how to upload them.
         video_kwargs: keyword arguments for ``wandb.Video`` (5-dim arrays).
         image_kwargs: keyword arguments for ``wandb.Image`` (3- and 4-dim arrays).
-        log_system_metrics: sample system metrics and capture console output in
-            the runs. Off by default: a worker runs on the driver's node, so it
-            would describe the driver's machine, not the trial's.
+        log_system_metrics: sample system metrics in the runs. Off by
+            default: a worker runs on the driver's node, so it would describe
+            the driver's machine, not the trial's (the trial's console is
+            ``capture_console``'s).
         shared_service: let all workers of the experiment share one wandb-core
             service: about 0.035 CPU-s and 8 MB less per trial. A wandb-core
             that dies is started again and every run it served continues in
@@ -121,6 +128,17 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             check of the key, made once before any trial starts. A refused key
             raises ``ValueError``; no answer in time is a warning, and the
             experiment goes on. ``0`` skips the check.
+        capture_console: send each trial's stdout and stderr lines (log
+            records included, as far as they reach them) to its run's Logs
+            tab, stderr marked as such. Needs Ray's ``log_to_driver`` (the
+            default). See docs/console.md.
+        sweep: show the experiment as a W&B sweep: a dict with Tune's
+            ``param_space`` and the ``metric`` and ``mode`` it optimizes (and
+            optionally the sweep's ``name`` and ``method``); ``True`` for a
+            sweep without them. Online, one sweep is created before the first
+            run, every trial's run joins it and it is stopped at the end;
+            offline, ``python -m tune_wandb sync EXPERIMENT_DIR --sweep``
+            makes it from the uploaded runs. See docs/sweeps.md.
         **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
             callback's own choices (``id``, ``name``, ``group``, ``dir``,
             ``mode``, ``settings``, ...).
@@ -145,6 +163,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         shared_service: bool = False,
         key_check_timeout: float = DEFAULT_KEY_CHECK_TIMEOUT,
         runs_per_worker: int | None = None,
+        sweep: bool | dict[str, Any] | None = None,
+        capture_console: bool = True,
         **wandb_init_kwargs: Any,
     ) -> None:
         if api_key_file and api_key:
@@ -198,6 +218,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.shared_service = shared_service
         self.runs_per_worker = runs_per_worker
         self.key_check_timeout = key_check_timeout
+        self.sweep = _sweep_config.check_sweep_arg(sweep)
+        self.capture_console = capture_console
         self.wandb_init_kwargs = wandb_init_kwargs
         #: Default group: the trainable's name (Ray 1.x's ``WandbLogger``, which
         #: sets it) rather than the experiment's (Ray 2.x's callback).
@@ -230,6 +252,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._function_trainables: dict[str, bool] = {}
         #: Function trials started whose run waits for their first result.
         self._deferred: set[str] = set()
+        self._sweep: _experiment_sweep.ExperimentSweep | None = None
+        self._restored_sweep: _sweep.SweepRef | None = None
+        self._sweep_dir: str | None = None
+        self._console: _console.ConsoleRouter | None = None
         # Ends the workers if the callback is dropped without on_experiment_end.
         self._finalizer = weakref.finalize(self, self._pool.close)
 
@@ -246,16 +272,24 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # A callback pickled by an earlier version lacks the newer arguments.
+        defaults = {"sweep": None, "capture_console": True, "runs_per_worker": None}
+        self.__dict__.update({**defaults, "group_by_trainable": False, **state})
         self._init_runtime()
 
     def get_state(self) -> dict[str, Any] | None:
-        """Callback state saved with the experiment: the run-id token."""
-        return {"experiment_token": self._token} if self._token else None
+        """Callback state saved with the experiment: the run-id token, and its sweep."""
+        if not self._token:
+            return None
+        state: dict[str, Any] = {"experiment_token": self._token}
+        if self._sweep is not None and self._sweep.ref is not None:
+            state["sweep"] = self._sweep.record()
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore the run-id token, so restored trials continue their runs."""
+        """Restore the run-id token and sweep, so restored trials continue their runs."""
         self._restored_token = state.get("experiment_token")
+        self._restored_sweep = _experiment_sweep.ref_from(state.get("sweep"))
 
     # -- Tune hooks -----------------------------------------------------------
 
@@ -271,6 +305,47 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._check_callback_key()
         self._publish()
         self._pool.start()
+        self._start_sweep(_settings.resolve_project(self.project, os.environ))
+        self._start_console()
+
+    def _start_console(self) -> None:
+        """Route the trials' console lines to their runs, if Ray forwards them here."""
+        if not self.capture_console or self._console is not None:
+            return
+        if _console.ray_forwards_output() is False:
+            _warn_once_of_no_output()
+            return
+        router = _console.ConsoleRouter()
+        if router.start():
+            self._console = router
+
+    def _start_sweep(self, project: str | None) -> None:
+        """With ``sweep=``: have the experiment's sweep made (online) before any run starts."""
+        if self.sweep is None:
+            return
+        init_kwargs = dict(self.wandb_init_kwargs)
+        init_kwargs["settings"] = _settings.merge_settings(init_kwargs.get("settings"), False)
+        if init_kwargs.get("mode") == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+            return
+        self._sweep = _experiment_sweep.ExperimentSweep(
+            self.sweep,
+            entity=init_kwargs.get("entity") or os.environ.get("WANDB_ENTITY") or None,
+            project=init_kwargs.get("project") or project,
+            online=not _settings.offline_or_disabled(init_kwargs, os.environ),
+            restored=self._restored_sweep,
+        )
+        self._restored_sweep = None
+        self._sweep.start(self._pool.call, self._sweep_access())
+
+    def _sweep_access(self) -> _sweep.Access:
+        """The driver's W&B variables and the callback's key, for the sweep's calls."""
+        source = (self.api_key_file, self.api_key)
+        if source not in self._keys:
+            try:
+                self._keys[source] = self._find_key(*source).for_wandb
+            except ValueError:
+                self._keys[source] = None
+        return _sweep.Access(self._env, self._keys[source])
 
     def _publish(self) -> None:
         """Tell the job's trial processes this callback's settings.
@@ -487,13 +562,38 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
         setup, prepare = self._setup_for(trial)
-        run = self._pool.open(trial.trial_id, str(trial), setup, prepare)
+        gate = self._sweep.gate if self._sweep is not None else None
+        run = self._pool.open(trial.trial_id, str(trial), setup, prepare, gate)
+        if self._sweep is not None and self._sweep_dir is None:
+            # Kept in the experiment directory for `sync --sweep` and restores.
+            self._sweep_dir = _local_experiment_dir([trial])
+            if self._sweep_dir is not None:
+                _experiment_sweep.write_record(self._sweep_dir, self._sweep.record())
+        self._claim_actor(trial, run)
         if state is None:
             state = self._trials[trial.trial_id] = _TrialLog(run)
         else:
             state.runs.append(run)
             state.run, state.ended = run, False
         return state
+
+    def _claim_actor(self, trial: Trial, run: Run) -> None:
+        """Ask the trial's actor for its ``(ip, pid)``, so lines before its first result are its."""
+        router = self._console
+        actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
+        if router is None or actor is None:
+            return
+        try:
+            pending = actor.get_current_ip_pid.remote().future()
+        except Exception:
+            return  # its results claim it instead
+
+        def claim(done: Any) -> None:
+            if not done.cancelled() and done.exception() is None:
+                ip, pid = done.result()
+                router.claim(ip, pid, run)
+
+        pending.add_done_callback(claim)
 
     def _setup_for(self, trial: Trial) -> tuple[WorkerSetup, Prepare]:
         """What the trial's worker needs, and the filters of its results."""
@@ -519,6 +619,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         # Ray's callback adds it, and dashboards filter on it.
         init_kwargs["config"][_filters.TRIAL_LOG_PATH] = trial.path
         self._say_if_no_project(init_kwargs, str(trial))
+        capture = self._console is not None
+        if capture and init_kwargs["settings"].get("console") in ("off", "auto"):
+            # wandb-core takes console lines only from a run that captures its console.
+            init_kwargs["settings"]["console"] = "wrap"
         log_config = bool(options.get("log_config", self.log_config))
         key = self._key_for(options, init_kwargs)
         setup = WorkerSetup(
@@ -531,6 +635,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             storage=storage,
             image_kwargs=self.image_kwargs,
             video_kwargs=self.video_kwargs,
+            capture_console=capture,
         )
         return setup, _row_maker(str(trial), _filters.Rules(run.excludes, log_config))
 
@@ -550,6 +655,11 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             if opened is None:
                 return
             state = opened
+        if self._console is not None:
+            where = (result.get("node_ip"), result.get("pid"), state.run)
+            if where != state.claimed and where[0] is not None and where[1] is not None:
+                state.claimed = where
+                self._console.claim(where[0], where[1], state.run)
         self._put((state.run, dict(result)))
 
     def log_trial_save(self, trial: Trial) -> None:
@@ -577,7 +687,14 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             state = self._open_or_hand_off(trial, None)
         if state is not None and not state.ended:
             state.ended = True
-            state.run.finish(1 if failed else 0)
+            self._finish_run(state.run, 1 if failed else 0)
+
+    def _finish_run(self, run: Run, exit_code: int) -> None:
+        """The end marker, once the trial's console lines stopped coming (if they are logged)."""
+        if self._console is not None:
+            self._console.end(run, exit_code)
+        else:
+            run.finish(exit_code)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
@@ -585,9 +702,11 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         for trial_id, state in self._trials.items():
             if not state.ended:
                 state.ended = True
-                state.run.finish(_exit_code_for(status.get(trial_id)))
+                self._finish_run(state.run, _exit_code_for(status.get(trial_id)))
+        self._stop_console()
         runs = [run for state in self._trials.values() for run in state.runs]
         pending = self._wait(runs)
+        self._finish_sweep(trials)
         # Stopped before they are reported: a worker still waiting for W&B in
         # wandb.init logs what it holds offline when stopped, and says where.
         self._pool.stop(pending)
@@ -635,6 +754,49 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             where,
             where,
         )
+
+    def _stop_console(self) -> None:
+        """Let the last lines come, end the runs waiting for them, say what matched no trial."""
+        router, self._console = self._console, None
+        if router is None:
+            return
+        router.flush(_console.MAX_END_WAIT_SECONDS + 1.0)
+        router.stop()
+        if router.unmatched_lines:
+            logger.info(
+                "tune-wandb: %d console line(s) from %d Ray worker process(es) belong to no "
+                "trial's run (Ray Train workers, other actors, lines after a trial ended); they "
+                "are in Ray's console output only.",
+                router.unmatched_lines,
+                len(router.unmatched_processes),
+            )
+        for state in self._trials.values():
+            dropped = sum(run.console_dropped for run in state.runs)
+            if dropped:
+                logger.warning(
+                    "tune-wandb: trial %s: %d console line(s) were not logged: its W&B worker "
+                    "could not keep up, and lines go before rows.",
+                    state.run.name,
+                    dropped,
+                )
+
+    def _finish_sweep(self, trials: list[Trial]) -> None:
+        """List the values the trials took in the sweep, stop it, keep its record."""
+        sweep, self._sweep = self._sweep, None
+        if sweep is None:
+            return
+        configs = [trial.config for trial in trials]
+        sweep.finish(self._pool.call, self._sweep_access(), configs)
+        where = _local_experiment_dir(trials) or self._sweep_dir
+        if where is not None:
+            _experiment_sweep.write_record(where, sweep.record(configs))
+        self._sweep_dir = None
+        if not sweep.online:
+            logger.info(
+                "tune-wandb: the runs are offline; once uploaded they make a W&B sweep with: "
+                "python -m tune_wandb sync %s --sweep",
+                where or "EXPERIMENT_DIR",
+            )
 
     def _wait(self, runs: list[Run]) -> list[Run]:
         """Wait up to ``upload_timeout`` for the runs to finish, saying how it goes."""
@@ -733,6 +895,16 @@ def _key_hook() -> _initargs.KeySource:
             return None
 
     return _settings.SETUP_API_KEY_HOOK, key
+
+
+@functools.cache
+def _warn_once_of_no_output() -> None:
+    logger.warning(
+        "tune-wandb: Ray runs with log_to_driver=False, so the trials' output never reaches "
+        "this driver and cannot go to the W&B runs' Logs tabs. Start Ray with "
+        "log_to_driver=True (its default) for it, or pass capture_console=False to "
+        "WandbLoggerCallback to say you do not want it."
+    )
 
 
 def _warn_if_debugging() -> None:

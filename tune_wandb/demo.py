@@ -87,8 +87,13 @@ def main(argv: list[str] | None = None, prog: str = "tune-wandb demo") -> int:
     storage = Path(args.dir)
     name = _new_experiment_name(storage)
     online = os.environ.get("WANDB_MODE") == "online" and bool(os.environ.get("WANDB_API_KEY"))
+    # The demo's trials print nothing, and its Ray runs with log_to_driver=False
+    # to keep the terminal quiet: no console to capture.
     callback = WandbLoggerCallback(
-        project="tune-wandb-demo", mode=None if online else "offline", log_config=True
+        project="tune-wandb-demo",
+        mode=None if online else "offline",
+        log_config=True,
+        capture_console=False,
     )
     _start_ray_quietly()
     with _tune_output_off():

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-from tune_wandb import _settings
+from tune_wandb import _settings, _sweep_config
 from tune_wandb._filters import WANDB_CONFIG_KEY, wandb_entry
 from tune_wandb.callback import WandbLoggerCallback
 from tune_wandb.keyshare import share_api_key
@@ -169,9 +169,10 @@ def run(
     loggers: Iterable[Any] | None = None,
     callbacks: list[Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    sweep: bool | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``ray.tune.run`` that also takes the old ``loggers=`` argument.
+    """``ray.tune.run`` that also takes the old ``loggers=`` argument, and ``sweep=``.
 
     ``loggers`` is turned into callbacks (see :func:`loggers_to_callbacks`) and
     added to ``callbacks``; everything else is passed through. An ``api_key``
@@ -180,6 +181,11 @@ def run(
     ``result.json`` and the experiment state) and handed to the W&B callbacks
     in memory, with a warning that points to ``api_key_file`` or
     ``WANDB_API_KEY``.
+
+    ``sweep=True`` shows the experiment as a W&B sweep (see docs/sweeps.md):
+    its W&B callbacks are given ``config`` as the search space and
+    ``metric`` and ``mode`` as the sweep's metric and goal; a dict of
+    ``WandbLoggerCallback``'s ``sweep=`` keys overrides any of them.
 
     Example:
         >>> from tune_wandb import DEFAULT_LOGGERS, WandbLogger, run
@@ -197,8 +203,34 @@ def run(
         if key is not None:
             _give_key(all_callbacks, key)
         _share_key(config, key)
+    if sweep:
+        # After the key is taken out: the space is saved with the callback.
+        _give_sweep(all_callbacks, sweep, config, kwargs.get("metric"), kwargs.get("mode"))
     tune_run: Callable[..., Any] = tune.run
     return tune_run(run_or_experiment, *args, callbacks=all_callbacks, config=config, **kwargs)
+
+
+def _give_sweep(
+    callbacks: list[Any],
+    sweep: bool | dict[str, Any],
+    config: Mapping[str, Any] | None,
+    metric: str | None,
+    mode: str | None,
+) -> None:
+    """Give the W&B callbacks without a sweep of their own this run's search, as a sweep."""
+    given = _sweep_config.check_sweep_arg(sweep) or {}
+    spec = {"param_space": config, "metric": metric, "mode": mode, **given}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    targets = [c for c in callbacks if isinstance(c, WandbLoggerCallback)]
+    if not targets:
+        raise TypeError(
+            "tune_wandb.run(sweep=...) shows the experiment as a W&B sweep through its W&B "
+            "callback: add loggers=DEFAULT_LOGGERS + (WandbLogger,) or "
+            "callbacks=[WandbLoggerCallback(...)]."
+        )
+    for callback in targets:
+        if callback.sweep is None:
+            callback.sweep = _sweep_config.check_sweep_arg(spec)
 
 
 def _take_key_out(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -262,6 +262,54 @@ def sync(
     return failed
 
 
+def sync_sweep(experiment_dir: str | Path, out: TextIO | None = None) -> int:
+    """Show the experiment's uploaded runs as its W&B sweep; 0 on success, else 1.
+
+    The sweep is described in the experiment directory by a callback given
+    ``sweep=`` (see :mod:`tune_wandb._experiment_sweep`). Made the first
+    time (with the uploaded runs as its ``prior_runs``, then stopped); later,
+    runs uploaded since join it. Its id is kept in the same record.
+    """
+    from tune_wandb import _experiment_sweep, _sweep
+
+    out = out or sys.stdout
+    record = _experiment_sweep.read_record(experiment_dir)
+    if record is None or not isinstance(record.get("config"), dict):
+        print(
+            f"tune-wandb: {experiment_dir} describes no W&B sweep "
+            f"({_experiment_sweep.SWEEP_FILE}): run the experiment with "
+            "WandbLoggerCallback(sweep={'param_space': ..., 'metric': ..., 'mode': ...}).",
+            file=out,
+        )
+        return 1
+    run_ids = [run.run_id for run in find_local_runs(experiment_dir) if run.uploaded]
+    if not run_ids:
+        print("tune-wandb: no uploaded run to make the sweep of.", file=out)
+        return 1
+    found = _settings.find_api_key(None, None, os.environ)
+    access = _sweep.Access(_settings.wandb_env(os.environ), found[0] if found else None)
+    existing = _experiment_sweep.ref_from(record)
+    try:
+        if existing is not None:
+            ref = _sweep.set_state(access, existing, "FINISHED", record["config"], run_ids)
+        else:
+            ref = _sweep.create(
+                access,
+                record["config"],
+                record.get("entity"),
+                record.get("project"),
+                prior_runs=run_ids,
+                state="FINISHED",
+            )
+    except Exception as exc:
+        print(f"tune-wandb: could not make the W&B sweep: {type(exc).__name__}: {exc}", file=out)
+        return 1
+    record.update(id=ref.id, entity=ref.entity, project=ref.project, url=ref.url)
+    _experiment_sweep.write_record(experiment_dir, record)
+    print(f"W&B sweep {ref.path} ({len(run_ids)} runs): {ref.url or ''}".rstrip(), file=out)
+    return 0
+
+
 def _key_problem(timeout: float) -> str | None:
     """Why no run can be uploaded (no key, a refused key, no server), or None."""
     if timeout <= 0:
