@@ -49,6 +49,9 @@ class _Inject(tune.Callback):
     ) -> None:
         import wandb
 
+        # A function trainable's run opens at its first result: the config holds it then too.
+        trial.config["open_file"] = self.file
+
         result.update(
             {
                 "lock": threading.Lock(),
@@ -84,6 +87,7 @@ class _Remove(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: Any, trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        trial.config.pop("open_file", None)
         for key in _INJECTED:
             result.pop(key, None)
 
