@@ -151,8 +151,9 @@ def _domains(draw: st.DrawFn) -> Any:
     low, high = draw(_int_bounds)
     if kind == "qrandint":
         q = draw(st.integers(2, 50))
-        high = max(high // q * q, low // q * q + q)
+        # Multiples of q, at least one step apart (Ray 2.53 cannot sample low == high).
         low = -(-low // q) * q
+        high = max(high // q * q, low + q)
         return tune.qrandint(low, high, q)
     return getattr(tune, kind)(low, high)
 
