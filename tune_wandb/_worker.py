@@ -464,7 +464,7 @@ class _Process:
                     with contextlib.suppress(BaseException):
                         wandb.teardown()
                     if self.shared_service is not None:
-                        self._await_shared_service()
+                        self._await_shared_service(slot.service)
                     self.generation += 1
             if self.exhausted:
                 raise _HandOverError(
@@ -472,9 +472,12 @@ class _Process:
                 )
             return self.generation
 
-    def _await_shared_service(self) -> None:
-        """Wait (bounded) for the launcher's new shared wandb-core, else use one of our own."""
-        dead = self.shared_service
+    def _await_shared_service(self, dead: tuple[str, int] | None) -> None:
+        """Wait (bounded) for the launcher's successor to ``dead``, else use one of our own.
+
+        The successor may be known already: the launcher can see the shared
+        wandb-core die, and say so, before any run here does.
+        """
         deadline = time.monotonic() + _SERVICE_RESTART_SECONDS
         if self.multi:
             with self._service_changed:
@@ -517,6 +520,9 @@ class _Slot:
         self.thread: threading.Thread | None = None
         #: The generation of wandb-core the run was started on (see _Process.renew_service).
         self.generation = 0
+        #: The shared wandb-core it was started on, if any: the launcher's news
+        #: of a successor can come before the run sees this one die.
+        self.service: tuple[str, int] | None = None
         #: Where an offline run's artifact files are staged (inside its run directory).
         self.staging_dir: str | None = None
         #: Rows and checkpoints handled and not yet seen in the run file, in
@@ -602,6 +608,7 @@ class _Slot:
         self._doing("init")
         process = self.process
         self.generation = process.generation
+        self.service = process.shared_service
         kwargs = dict(self.setup.init_kwargs)
         settings = dict(kwargs.pop("settings", None) or {})
         # A stop from the W&B UI would interrupt the worker's main thread (every
