@@ -33,6 +33,8 @@ OLDEST_PYTHON = PYTHONS[0]
 #: The unit layer and the end-to-end smoke subset (marker ``smoke``).
 SMOKE_MARKERS = "unit or smoke"
 OLDEST_CONSTRAINTS = Path("tests/constraints-oldest.txt")
+#: pytest-xdist processes: twice the cores of the 2-core machines CI runs on.
+WORKERS = int(os.environ.get("TUNE_WANDB_TEST_WORKERS", "4"))
 
 
 def _pyenv_interpreters(minors: list[str]) -> None:
@@ -80,23 +82,36 @@ def install(session: nox.Session, *extras: str, constraints: Path | None = None)
 
 @nox.session(python=FULL_SUITE_PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (real Ray, real wandb offline); extra args go to pytest."""
+    """Run the whole test suite (real Ray, real wandb); extra args go to pytest instead.
+
+    The tests mostly wait on processes (Tune's, wandb-core's, the test
+    server's), so :data:`WORKERS` pytest-xdist processes share the machine's
+    cores; those marked ``serial`` compare times against a baseline and run
+    afterwards, alone.
+    """
     install(session, "test")
-    session.run("pytest", *session.posargs)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    # tests/conftest.py's scheduler keeps the modules with a costly module
+    # fixture each in one process, the largest first.
+    parallel = ["-n", str(WORKERS), "--loadscope-reorder", "--durations", "20"]
+    session.run("pytest", "-m", "not serial", *parallel)
+    session.run("pytest", "-m", "serial")
 
 
 @nox.session(python=[p for p in PYTHONS if p != FULL_SUITE_PYTHON])
 def smoke(session: nox.Session) -> None:
     """The unit layer and the smoke subset on each other interpreter, at the newest releases."""
     install(session, "test")
-    session.run("pytest", "-m", SMOKE_MARKERS, *session.posargs)
+    session.run("pytest", "-m", SMOKE_MARKERS, "-n", str(WORKERS), *session.posargs)
 
 
 @nox.session(python=OLDEST_PYTHON)
 def oldest(session: nox.Session) -> None:
     """The unit layer and the smoke subset at the oldest supported Ray and wandb, pinned exactly."""
     install(session, "test", constraints=OLDEST_CONSTRAINTS)
-    session.run("pytest", "-m", SMOKE_MARKERS, *session.posargs)
+    session.run("pytest", "-m", SMOKE_MARKERS, "-n", str(WORKERS), *session.posargs)
 
 
 @nox.session(python=FULL_SUITE_PYTHON)

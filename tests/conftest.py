@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
+import os
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -20,6 +21,16 @@ OUR_PROCESSES = ("tune_wandb._launcher", "wandb-core")
 
 _SESSION_START = time.time()
 
+#: Set in this test process's environment, so inherited by every process it
+#: starts: an orphan carrying this value is this session's (pytest-xdist runs
+#: several sessions side by side, from the same environment).
+_SESSION_TAG = ("TUNE_WANDB_TEST_SESSION", f"{os.getpid()}-{_SESSION_START}")
+os.environ[_SESSION_TAG[0]] = _SESSION_TAG[1]
+# A plain ray.init() (a user's script run by a test) joins the cluster named
+# in /tmp/ray/ray_current_cluster if there is one: with pytest-xdist, another
+# session's (tests/multinode_experiment.py's). Each starts its own instead.
+os.environ["RAY_ADDRESS"] = "local"
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The package's doctests are unit tests (pure logic, run by ``nox -s unit``)."""
@@ -28,12 +39,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
+#: Modules whose tests share a module fixture that costs minutes (the corpus
+#: scripts, the built docs site, the built wheel): one pytest-xdist process
+#: runs each of them whole, so the fixture runs once.
+_WHOLE_MODULES = ("tests/test_corpus.py", "tests/test_docs.py", "tests/test_packaging.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n``: each test on its own, but the modules above each in one process.
+
+    (pytest-xdist's own ``--dist loadgroup`` would do, but its groups are not
+    applied with pytest 9; ``loadscope`` alone runs each module in one process,
+    so the fault matrix's minutes in a row would set the suite's time.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in _WHOLE_MODULES else nodeid
+
+    return _Scheduling(config, log)
+
+
 def our_processes() -> list[psutil.Process]:
     """Every live launcher, worker (forked launchers) and wandb-core of this test session.
 
-    That is, those below this process, and orphans (their parent gone) started
-    since the session began from this environment (their command line names
-    it); another test session's processes on the same machine are not counted.
+    That is, those below this process, and orphans (their parent gone) that
+    inherited this session's tag; another test session's processes on the same
+    machine (a pytest-xdist sibling's too) are not counted.
     """
     me = psutil.Process()
     mine = {p.pid for p in me.children(recursive=True)}
@@ -47,14 +81,16 @@ def our_processes() -> list[psutil.Process]:
             continue
         if not any(fragment in cmdline for fragment in OUR_PROCESSES):
             continue
-        orphan = (
-            proc.info["ppid"] == 1
-            and proc.info["create_time"] >= _SESSION_START
-            and sys.prefix in cmdline
-        )
-        if proc.pid in mine or orphan:
+        if proc.pid in mine or (proc.info["ppid"] == 1 and _tagged(proc)):
             found.append(proc)
     return found
+
+
+def _tagged(proc: psutil.Process) -> bool:
+    try:
+        return proc.environ().get(_SESSION_TAG[0]) == _SESSION_TAG[1]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
 
 
 def wait_no_processes(timeout: float = 10.0) -> list[psutil.Process]:

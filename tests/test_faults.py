@@ -294,6 +294,8 @@ def test_a_value_wandb_log_refuses_is_skipped_and_the_rest_lands(
 # -- 5. slow and dead W&B ------------------------------------------------------------
 
 
+# Compares the trials' time with and without logging: alone, not beside other tests.
+@pytest.mark.serial
 def test_a_slow_server_costs_the_trials_nothing(
     wandb_server: WandbServer,
     storage: Path,
