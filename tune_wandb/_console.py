@@ -236,21 +236,24 @@ class ConsoleRouter:
         self.unmatched_processes.add(key)
 
     def _end_quiet_runs(self) -> None:
+        if self._ends:
+            now = self._clock()
+            waiting = []
+            for end in self._ends:
+                last = self._last_line.get(id(end.run), end.at)
+                quiet = now - max(last, end.at) >= QUIET_SECONDS
+                if quiet or now - end.at >= MAX_END_WAIT_SECONDS:
+                    self._finish(end)
+                else:
+                    waiting.append(end)
+            self._ends = waiting
+        # At once, in the same turn as the last end: with nothing left to wait
+        # for, the thread next blocks on its queue, and a flush would wait out
+        # its timeout.
         if not self._ends:
             flushes, self._flushes = self._flushes, []
             for done in flushes:
                 done.set()
-            return
-        now = self._clock()
-        waiting = []
-        for end in self._ends:
-            last = self._last_line.get(id(end.run), end.at)
-            quiet = now - max(last, end.at) >= QUIET_SECONDS
-            if quiet or now - end.at >= MAX_END_WAIT_SECONDS:
-                self._finish(end)
-            else:
-                waiting.append(end)
-        self._ends = waiting
 
     def _end_all(self) -> None:
         for done in self._flushes:
