@@ -33,6 +33,11 @@ OLDEST_PYTHON = PYTHONS[0]
 #: The unit layer and the end-to-end smoke subset (marker ``smoke``).
 SMOKE_MARKERS = "unit or smoke"
 OLDEST_CONSTRAINTS = Path("tests/constraints-oldest.txt")
+#: The matrix sessions' pytest arguments: one process (the subset is a few
+#: experiments, and each pytest-xdist process would start Ray of its own), and
+#: fewer hypothesis examples (tests/conftest.py's profiles; the full suite
+#: runs every property with the full count).
+QUICK = ("--hypothesis-profile", "quick")
 #: pytest-xdist processes: twice the cores of the 2-core machines CI runs on.
 WORKERS = int(os.environ.get("TUNE_WANDB_TEST_WORKERS", "4"))
 
@@ -104,14 +109,14 @@ def tests(session: nox.Session) -> None:
 def smoke(session: nox.Session) -> None:
     """The unit layer and the smoke subset on each other interpreter, at the newest releases."""
     install(session, "test")
-    session.run("pytest", "-m", SMOKE_MARKERS, "-n", str(WORKERS), *session.posargs)
+    session.run("pytest", "-m", SMOKE_MARKERS, *QUICK, *session.posargs)
 
 
 @nox.session(python=OLDEST_PYTHON)
 def oldest(session: nox.Session) -> None:
     """The unit layer and the smoke subset at the oldest supported Ray and wandb, pinned exactly."""
     install(session, "test", constraints=OLDEST_CONSTRAINTS)
-    session.run("pytest", "-m", SMOKE_MARKERS, "-n", str(WORKERS), *session.posargs)
+    session.run("pytest", "-m", SMOKE_MARKERS, *QUICK, *session.posargs)
 
 
 @nox.session(python=FULL_SUITE_PYTHON)

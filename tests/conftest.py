@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from hypothesis import settings
 from wandb_server import wandb_server  # noqa: F401  (fixture)
 
 #: Command-line fragments of the processes tune-wandb starts.
@@ -38,6 +39,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if isinstance(item, pytest.DoctestItem):
             item.add_marker(pytest.mark.unit)
 
+
+# Property tests: 200 examples each in the full suite; 25 in the matrix
+# sessions (`nox -s smoke oldest` pass --hypothesis-profile quick), which look
+# for what a Python or a release changes, not for rare inputs. No deadline:
+# a loaded CI machine is not a slow test.
+settings.register_profile("full", max_examples=200, deadline=None)
+settings.register_profile("quick", max_examples=25, deadline=None)
+settings.load_profile("full")
 
 #: Modules whose tests share a module fixture that costs minutes (the corpus
 #: scripts, the built docs site, the built wheel): one pytest-xdist process

@@ -6,7 +6,7 @@ import collections
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tune_wandb._backlog import Backlog
@@ -22,7 +22,6 @@ OPS = st.lists(
 pytestmark = pytest.mark.unit
 
 
-@settings(max_examples=200, deadline=None)
 @given(limit=st.integers(1, 20), chunk=st.integers(1, 20), ops=OPS)
 def test_backlog_is_a_fifo_with_memory_capped(
     limit: int, chunk: int, ops: list[tuple[str, int]]

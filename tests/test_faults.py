@@ -319,10 +319,7 @@ def test_a_slow_server_costs_the_trials_nothing(
     without = trial_phase("without", [])
     go_online(wandb_server, monkeypatch, tmp_path / "home")
     wandb_server.latency = 1.0  # before every answer
-    # Console capture off: this measures a slow server alone. With capture on,
-    # the trial phase was 1.36x (7.75 s against 5.7 s, twice on an idle
-    # machine), a cost of console capture still open in issue 17.
-    callback = WandbLoggerCallback(project="p", capture_console=False)
+    callback = WandbLoggerCallback(project="p")
     with_callback = trial_phase("slow", [callback])
     assert with_callback <= 1.10 * without, (with_callback, without)
     records = wandb_server.runs()

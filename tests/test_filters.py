@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -697,7 +697,6 @@ def _same(logged: Any, expected: Any) -> None:
     np.testing.assert_equal(logged, expected)  # NaN equals NaN
 
 
-@settings(max_examples=250, deadline=None)
 @given(_results)
 def test_every_loggable_leaf_arrives_and_nothing_raises(result: dict[str, Any]) -> None:
     split = split_result(result, Rules())
@@ -717,7 +716,6 @@ def test_every_loggable_leaf_arrives_and_nothing_raises(result: dict[str, Any]) 
     pickle.dumps((split.history, split.config, history, config))
 
 
-@settings(max_examples=150, deadline=None)
 @given(_results, st.lists(_keys, max_size=3))
 def test_excluded_keys_never_arrive(result: dict[str, Any], excludes: list[str]) -> None:
     rules = Rules(tuple(excludes), log_config=True)
@@ -729,7 +727,6 @@ def test_excluded_keys_never_arrive(result: dict[str, Any], excludes: list[str])
         assert not any(key == e or key.startswith(f"{e}/") for e in excludes)
 
 
-@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=6))
 def test_clean_config_is_picklable_and_never_holds_the_wandb_entry(config: dict[str, Any]) -> None:
     config = {**config, "wandb": {"api_key": "k"}, "fn": lambda: 0, "lock": _LOCK}
@@ -741,7 +738,6 @@ def test_clean_config_is_picklable_and_never_holds_the_wandb_entry(config: dict[
 _sequences = st.lists(_results, min_size=1, max_size=4)
 
 
-@settings(max_examples=100, deadline=None)
 @given(_sequences, st.booleans(), st.lists(_keys, max_size=2))
 def test_splitter_matches_split_result(
     results: list[dict[str, Any]], log_config: bool, excludes: list[str]

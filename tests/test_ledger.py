@@ -305,7 +305,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 TestLedgerMachine = LedgerMachine.TestCase
-TestLedgerMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestLedgerMachine.settings = settings(stateful_step_count=60)
 
 
 @given(st.lists(st.integers(0, 3), max_size=40))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from ray import tune
 
@@ -158,7 +158,6 @@ def _domains(draw: st.DrawFn) -> Any:
     return getattr(tune, kind)(low, high)
 
 
-@settings(max_examples=200, deadline=None)
 @given(domain=_domains(), seed=st.integers(0, 2**32 - 1))
 def test_tune_samples_lie_in_the_w_and_b_support(domain: Any, seed: int) -> None:
     (parameter,) = _sweep_config.sweep_config({"x": domain})["parameters"].values()
@@ -168,7 +167,6 @@ def test_tune_samples_lie_in_the_w_and_b_support(domain: Any, seed: int) -> None
         assert _in_support(parameter, value), (parameter, value)
 
 
-@settings(max_examples=100, deadline=None)
 @given(
     trials=st.lists(
         st.dictionaries(st.sampled_from(["a", "b"]), st.integers() | st.text(max_size=3)),
