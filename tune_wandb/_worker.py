@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -702,17 +703,7 @@ class _Slot:
             # the worker logs offline what it was sent instead of dying with it.
             signal.signal(signal.SIGTERM, _stop_waiting)
         try:
-            for attempt in range(_MAX_SERVICE_RESTARTS + 1):
-                try:
-                    return wandb.init(settings=wandb.Settings(**settings), **kwargs)
-                except Exception as exc:
-                    lost = isinstance(exc, _wandb_compat.service_lost_errors())
-                    if attempt == _MAX_SERVICE_RESTARTS or not (lost or _own_service_died()):
-                        raise
-                    # Its wandb-core died under it: a new one, the same init.
-                    self._say(logging.WARNING, f"its wandb-core died in wandb.init ({exc!r})")
-                    with contextlib.suppress(BaseException):
-                        wandb.teardown()
+            return self._init_surviving_service(kwargs, settings, _teardown_quietly)
         except Exception as exc:
             if offline:
                 raise
@@ -746,6 +737,20 @@ class _Slot:
         Any other failure is raised: the driver gives the run a worker of its
         own, which can log offline instead (see :meth:`_wandb_init`).
         """
+
+        def renew() -> None:
+            # Every run of the process shares the wandb-core: renewed once for all.
+            self.generation = self.process.renew_service(self, self.generation)
+
+        return self._init_surviving_service(kwargs, settings, renew)
+
+    def _init_surviving_service(
+        self, kwargs: dict[str, Any], settings: dict[str, Any], renew: Callable[[], None]
+    ) -> Any:
+        """``wandb.init``; if its wandb-core dies in it, ``renew`` and the same init again.
+
+        At most ``_MAX_SERVICE_RESTARTS`` times; any other failure is raised.
+        """
         import wandb
 
         for attempt in range(_MAX_SERVICE_RESTARTS + 1):
@@ -756,7 +761,7 @@ class _Slot:
                 if attempt == _MAX_SERVICE_RESTARTS or not (lost or _own_service_died()):
                     raise
                 self._say(logging.WARNING, f"its wandb-core died in wandb.init ({exc!r})")
-                self.generation = self.process.renew_service(self, self.generation)
+                renew()
         raise AssertionError("unreachable")
 
     def _watch_service(self, pid: int | None) -> None:
@@ -1328,6 +1333,14 @@ class _Handled:
         #: It made a history record (a row wandb took): confirmations count these.
         self.recorded = recorded
         self.at = at
+
+
+def _teardown_quietly() -> None:
+    """End wandb's connection to its dead wandb-core; the next ``wandb.init`` starts one."""
+    import wandb
+
+    with contextlib.suppress(BaseException):
+        wandb.teardown()
 
 
 def _own_service_died() -> bool:
