@@ -98,6 +98,13 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             ``WANDB_API_KEY``. Never pickled with the callback.
         excludes: result keys logged neither to history nor to config: an exact
             flattened name (``"a/b"``) or a ``"/"``-prefix (``"a"``).
+        metrics: the result keys logged to the history, matched as ``excludes``
+            are (Aim's ``metrics``). Default ``None``: every key. Tune's step
+            counters ``training_iteration`` and ``timesteps_total`` (W&B's
+            x-axis) are logged whatever it says, and the run config (the
+            trial's facts, ``log_config``) is left alone; ``excludes`` wins
+            over it. Example: ``metrics=["loss", "eval"]`` logs ``loss``,
+            ``eval/acc``, ``eval/loss`` and ``training_iteration``.
         log_config: also log each result's ``config`` into the run config
             (values that change, as under PBT, are updated).
         upload_checkpoints: upload each checkpoint Tune saves as a W&B artifact,
@@ -141,7 +148,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             makes it from the uploaded runs. See docs/sweeps.md.
         **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
             callback's own choices (``id``, ``name``, ``group``, ``dir``,
-            ``mode``, ``settings``, ...).
+            ``mode``, ``settings``, ...). ``tags`` (default: none) are added
+            to by each trial's: a trial's ``"wandb"`` entry's ``tags`` come
+            after the callback's, each tag once, where its other keys win.
 
     Run names are ``str(trial)``; run ids are the trial id followed by a short
     suffix derived from the experiment, the same again after ``Tuner.restore``.
@@ -155,6 +164,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         api_key: str | None = None,
         excludes: Iterable[str] = (),
         log_config: bool = False,
+        metrics: Iterable[str] | None = None,
         upload_checkpoints: bool = False,
         upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         video_kwargs: dict[str, Any] | None = None,
@@ -209,6 +219,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.api_key_file = api_key_file
         self.api_key = api_key
         self.excludes = _filters.as_excludes(excludes)
+        self.metrics = _filters.as_metrics(metrics)
         self.log_config = log_config
         self.upload_checkpoints = upload_checkpoints
         self.upload_timeout = upload_timeout
@@ -243,6 +254,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._said_project = False
         self._said_entry_key = False
         self._said_unknown: set[str] = set()
+        self._said_tags: set[str] = set()
         #: Whether the job's trial processes were told this callback's settings.
         self._published = False
         #: The experiments whose trials were claimed (their claims withdrawn at the end).
@@ -273,7 +285,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A callback pickled by an earlier version lacks the newer arguments.
-        defaults = {"sweep": None, "capture_console": True, "runs_per_worker": None}
+        defaults = {
+            "sweep": None,
+            "capture_console": True,
+            "runs_per_worker": None,
+            "metrics": None,
+        }
         self.__dict__.update({**defaults, "group_by_trainable": False, **state})
         self._init_runtime()
 
@@ -371,6 +388,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 init_kwargs=init_kwargs,
                 api_key_file=self.api_key_file,
                 group_by_trainable=self.group_by_trainable,
+                metrics=self.metrics,
             )
         )
 
@@ -463,6 +481,19 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 'tune-wandb: the trials\' "wandb" config entry has keys wandb.init does not '
                 "take: %s; they are left out (said once).",
                 _settings.describe_unknown(new),
+            )
+
+    def _say_cut_tags(self, cut: tuple[str, ...]) -> None:
+        """Say (once per tag) which tags were cut to the 64 characters W&B takes."""
+        new = [tag for tag in cut if tag not in self._said_tags]
+        if new:
+            self._said_tags.update(new)
+            logger.warning(
+                "tune-wandb: W&B takes tags of at most %d characters; %s cut to %d "
+                "(said once per tag).",
+                _initargs.MAX_TAG_LENGTH,
+                ", ".join(repr(tag) for tag in new),
+                _initargs.MAX_TAG_LENGTH,
             )
 
     def _check_callback_key(self) -> None:
@@ -615,6 +646,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             layers=[self.wandb_init_kwargs],
         )
         self._say_unknown(run.unknown)
+        self._say_cut_tags(run.cut_tags)
         options, init_kwargs = run.options, run.init_kwargs
         # Ray's callback adds it, and dashboards filter on it.
         init_kwargs["config"][_filters.TRIAL_LOG_PATH] = trial.path
@@ -637,7 +669,8 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             video_kwargs=self.video_kwargs,
             capture_console=capture,
         )
-        return setup, _row_maker(str(trial), _filters.Rules(run.excludes, log_config))
+        rules = _filters.Rules(run.excludes, log_config, self.metrics)
+        return setup, _row_maker(str(trial), rules)
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
