@@ -136,6 +136,51 @@ def test_save_trial_dir_logs_the_trials_directory_as_an_artifact(storage: Path) 
 
 @pytest.mark.slow
 @_with_ray
+def test_a_failed_trials_directory_holds_its_error(storage: Path) -> None:
+    tune.run(
+        trainables.fail_after,
+        config={"n": 2, "fail": True},
+        name="failed",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="p", save_trial_dir=True)],
+        raise_on_failed_trial=False,
+        verbose=0,
+    )
+    (run,) = find_runs(storage / "failed").values()
+    assert run.exit_code == 1 and run.column("loss") == [0.0, 1.0]
+    ((name, files),) = run.artifact_files.items()
+    assert name.startswith("trial_dir_fail_after_")
+    assert "trial failed on purpose" in Path(files["error.txt"]).read_text()
+
+
+@pytest.mark.slow
+@_with_ray
+def test_metrics_and_tags_hold_for_a_run_a_mixin_writes(storage: Path) -> None:
+    tune.run(
+        trainables.WandbCounting,
+        config={"steps": 3, "wandb": {"tags": ["mixin"]}},
+        name="mixin",
+        storage_path=str(storage),
+        callbacks=[WandbLoggerCallback(project="p", metrics=["count"], tags=["callback"])],
+        verbose=0,
+    )
+    (run,) = find_runs(storage / "mixin").values()
+    assert run.tags == ["callback", "mixin"]
+    # Tune's results, logged by the mixin's run: the named metric and the x-axis
+    # only (no time_this_iter_s, timestamp, ...); the trial's own wandb.log rows
+    # are the user's, untouched (wandb adds the step metric to them).
+    assert set().union(*map(_metric_keys, run.history)) == {
+        "count",
+        "training_iteration",
+        "setup_logged",
+    }
+    assert len(run.column("count")) == 6  # three from wandb.log, three Tune results
+    assert run.column("setup_logged") == [1]
+    assert run.exit_codes == [0]
+
+
+@pytest.mark.slow
+@_with_ray
 def test_no_extras_by_default(storage: Path) -> None:
     tune.run(
         trainables.report_n,
