@@ -507,9 +507,11 @@ def _add_mapping(
         # A mapping whose items() raises: its key is reported, the row goes on.
         dropped.append(key)
         return
-    excluded, logs_metric = rules.excluded, rules.logs_metric
+    excluded = rules.excluded
+    # Without metrics (the default) no call per key for them: this runs per result.
+    logs_metric = None if rules.metrics is None else rules.logs_metric
     for sub, subvalue in flat.items():
-        if not excluded(sub) and logs_metric(sub):
+        if not excluded(sub) and (logs_metric is None or logs_metric(sub)):
             _add_history(history, dropped, sub, subvalue)
 
 
