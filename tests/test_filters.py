@@ -26,9 +26,11 @@ from hypothesis.extra import numpy as hnp
 from tune_wandb._filters import (
     AUTO_CONFIG_KEYS,
     NEVER_LOGGED,
+    X_AXIS_KEYS,
     Rules,
     Splitter,
     arrays_to_media,
+    as_metrics,
     clean_config,
     flatten,
     history_value,
@@ -85,6 +87,53 @@ def test_config_only_with_log_config() -> None:
 def test_excludes_by_exact_name_or_slash_prefix(excludes: list[str], kept: set[str]) -> None:
     result = {"loss": 1, "lossy": 2, "acc": {"top1": 3, "top5": 4}}
     assert set(split_result(result, Rules(tuple(excludes))).history) == kept
+
+
+@pytest.mark.parametrize(
+    ("metrics", "kept"),
+    [
+        (None, {"loss", "lossy", "acc/top1", "acc/top5", "training_iteration"}),
+        ([], {"training_iteration"}),
+        (["loss"], {"loss", "training_iteration"}),
+        (["acc"], {"acc/top1", "acc/top5", "training_iteration"}),
+        (["acc/top1"], {"acc/top1", "training_iteration"}),
+        (["acc/top"], {"training_iteration"}),  # a prefix means a "/"-prefix
+        (["nothing/here"], {"training_iteration"}),
+    ],
+)
+def test_metrics_keep_only_the_named_keys_and_the_x_axis(
+    metrics: list[str] | None, kept: set[str]
+) -> None:
+    result = {"loss": 1, "lossy": 2, "acc": {"top1": 3, "top5": 4}, "training_iteration": 5}
+    rules = Rules(metrics=as_metrics(metrics))
+    assert set(split_result(result, rules).history) == kept
+    assert set(Splitter(rules).split(result)[0]) == kept
+
+
+def test_metrics_leave_the_run_config_alone_and_excludes_win() -> None:
+    result = {"loss": 1, "pid": 7, "timesteps_total": 9, "config": {"lr": 0.1}}
+    rules = Rules(("timesteps_total",), log_config=True, metrics=("loss",))
+    split = split_result(result, rules)
+    assert split.history == {"loss": 1}
+    assert split.config == {"pid": 7, "lr": 0.1}
+    assert Splitter(rules).split(result) == ({"loss": 1}, {"pid": 7, "lr": 0.1}, None)
+
+
+def test_metrics_name_keys_inside_nested_results_only() -> None:
+    rules = Rules(metrics=("eval/loss",))
+    result = {"eval": {"loss": 1, "acc": 2}, "train": {"loss": 3}}
+    assert split_result(result, rules).history == {"eval/loss": 1}
+    # "eval" holding a number is not "eval/loss".
+    assert split_result({"eval": 5}, rules).history == {}
+    splitter = Splitter(rules)
+    assert splitter.split(result)[0] == {"eval/loss": 1}
+    assert splitter.split({"eval": 5})[0] == {}
+
+
+@pytest.mark.parametrize("bad", ["loss", b"loss", 3])
+def test_metrics_must_be_a_list(bad: Any) -> None:
+    with pytest.raises(TypeError, match="metrics must be a list"):
+        as_metrics(bad)
 
 
 def test_excludes_apply_to_config() -> None:
@@ -727,6 +776,30 @@ def test_excluded_keys_never_arrive(result: dict[str, Any], excludes: list[str])
         assert not any(key == e or key.startswith(f"{e}/") for e in excludes)
 
 
+@given(_results, st.data())
+def test_only_metrics_and_the_x_axis_reach_the_history(
+    result: dict[str, Any], data: st.DataObject
+) -> None:
+    # Named metrics: the result's own keys, their "/"-prefixes, and keys it lacks.
+    names = sorted({k.rsplit("/", i)[0] for k in _leaves_of(result) for i in range(2)})
+    named_keys = st.sampled_from(names) | _keys if names else _keys
+    metrics = data.draw(st.lists(named_keys, max_size=3))
+    rules = Rules(metrics=tuple(metrics))
+    unfiltered = split_result(result, Rules())
+    split = split_result(result, rules)
+    history, _, dropped = Splitter(rules).split(result)
+
+    def named(key: str) -> bool:
+        return key in X_AXIS_KEYS or any(key == m or key.startswith(f"{m}/") for m in metrics)
+
+    for rows in (split.history, history):
+        # Exactly the unfiltered history's keys that metrics names, values unchanged.
+        assert set(rows) == {k for k in unfiltered.history if named(k)}
+    for key in [*split.dropped, *(dropped or [])]:
+        assert named(key)
+    assert split.config == unfiltered.config
+
+
 @given(st.dictionaries(_keys, _values, max_size=6))
 def test_clean_config_is_picklable_and_never_holds_the_wandb_entry(config: dict[str, Any]) -> None:
     config = {**config, "wandb": {"api_key": "k"}, "fn": lambda: 0, "lock": _LOCK}
@@ -738,11 +811,19 @@ def test_clean_config_is_picklable_and_never_holds_the_wandb_entry(config: dict[
 _sequences = st.lists(_results, min_size=1, max_size=4)
 
 
-@given(_sequences, st.booleans(), st.lists(_keys, max_size=2))
+@given(
+    _sequences,
+    st.booleans(),
+    st.lists(_keys, max_size=2),
+    st.none() | st.lists(_keys, max_size=2).map(tuple),
+)
 def test_splitter_matches_split_result(
-    results: list[dict[str, Any]], log_config: bool, excludes: list[str]
+    results: list[dict[str, Any]],
+    log_config: bool,
+    excludes: list[str],
+    metrics: tuple[str, ...] | None,
 ) -> None:
-    rules = Rules(tuple(excludes), log_config)
+    rules = Rules(tuple(excludes), log_config, metrics)
     splitter = Splitter(rules)
     merged_fast: dict[str, Any] = {}
     merged_ref: dict[str, Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -146,3 +147,60 @@ def test_checking_wandb_init_arguments_does_not_import_wandb() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def _run_with_tags(layer_tags: Any, entry_tags: Any) -> Any:
+    from tune_wandb import _initargs
+
+    entry = {} if entry_tags is None else {"tags": entry_tags}
+    layer = {} if layer_tags is None else {"tags": layer_tags}
+    return _initargs.trial_run(
+        trial_id="t",
+        name="t",
+        experiment="e",
+        token=_settings.experiment_token(),
+        config={"wandb": entry},
+        run_root="/tmp",
+        settings={},
+        layers=[layer],
+    )
+
+
+@pytest.mark.parametrize(
+    ("callback_tags", "entry_tags", "merged"),
+    [
+        (["ray", "tune"], ["lr=0.1", "tune"], ["ray", "tune", "lr=0.1"]),
+        (None, ["lr=0.1"], ["lr=0.1"]),
+        (("ray",), None, ["ray"]),
+        ("ray", "resnet", ["ray", "resnet"]),  # a string is one tag, not its letters
+        (["ray", 3], [None, ""], ["ray", "3", "None"]),  # made strings, empty ones left out
+    ],
+)
+def test_a_trials_tags_add_to_the_callbacks(
+    callback_tags: Any, entry_tags: Any, merged: list[str]
+) -> None:
+    assert _run_with_tags(callback_tags, entry_tags).init_kwargs["tags"] == merged
+
+
+def test_no_tags_anywhere_leaves_wandb_its_default() -> None:
+    assert "tags" not in _run_with_tags(None, None).init_kwargs
+
+
+def test_a_tag_wandb_would_refuse_is_cut_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import wandb
+
+    from tune_wandb import WandbLoggerCallback
+
+    long = "x" * 80
+    run = _run_with_tags(["ok"], [long])
+    assert run.init_kwargs["tags"] == ["ok", "x" * 64] and run.cut_tags == (long,)
+    # What W&B takes: the cut tag passes its own check.
+    assert wandb.Settings(run_tags=tuple(run.init_kwargs["tags"])).run_tags == ("ok", "x" * 64)
+    callback = WandbLoggerCallback()
+    caplog.set_level(logging.WARNING, logger="tune_wandb")
+    callback._say_cut_tags(run.cut_tags)
+    callback._say_cut_tags(run.cut_tags)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "at most 64 characters" in warning and long in warning

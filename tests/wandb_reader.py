@@ -91,6 +91,10 @@ class RunData:
     exit_codes: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    #: Each artifact's type and files (path in the artifact -> staged local copy), by name.
+    artifact_types: dict[str, str] = field(default_factory=dict)
+    artifact_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
     saved_files: list[str] = field(default_factory=list)
     stats_records: int = 0
     #: Console lines (the Logs tab), ``(stream, text)`` in order: "stdout" or "stderr".
@@ -118,6 +122,14 @@ def _on_run(run: RunData, record: Any) -> None:
     r = record.run
     run.run_id, run.project, run.group, run.name = r.run_id, r.project, r.run_group, r.display_name
     run.config.update(_items(r.config.update))
+    run.tags = list(r.tags)
+
+
+def _on_artifact(run: RunData, record: Any) -> None:
+    a = record.artifact
+    run.artifacts.append(a.name)
+    run.artifact_types[a.name] = a.type
+    run.artifact_files[a.name] = {e.path: e.local_path for e in a.manifest.contents}
 
 
 def _on_config(run: RunData, record: Any) -> None:
@@ -141,7 +153,7 @@ _HANDLERS = {
     "history": lambda run, rec: run.history.append(_items(rec.history.item)),
     "summary": lambda run, rec: run.summary.update(_items(rec.summary.update)),
     "exit": lambda run, rec: run.exit_codes.append(rec.exit.exit_code),
-    "artifact": lambda run, rec: run.artifacts.append(rec.artifact.name),
+    "artifact": _on_artifact,
     "files": lambda run, rec: run.saved_files.extend(f.path for f in rec.files.files),
     "stats": lambda run, rec: setattr(run, "stats_records", run.stats_records + 1),
 }

@@ -28,6 +28,11 @@ import numpy as np
 #: Result keys that are Tune's bookkeeping, never logged anywhere.
 NEVER_LOGGED = frozenset({"done", "should_checkpoint", "checkpoint_dir_name"})
 
+#: Tune's step counters, which W&B charts use as their x-axis: logged even
+#: when ``metrics`` leaves them out (Tune's TensorBoard and MLflow loggers use
+#: them as the step too). ``excludes`` still drops them.
+X_AXIS_KEYS = ("training_iteration", "timesteps_total")
+
 #: Result keys saved in the run config instead of the run history, as Ray's
 #: own integration does: they describe the trial, they are not metrics.
 AUTO_CONFIG_KEYS = (
@@ -108,20 +113,50 @@ class Rules:
         excludes: keys dropped from history and config, by exact flattened name
             (``"a/b"``) or by ``"/"``-prefix (``"a"`` drops ``"a/b"``).
         log_config: whether the result's ``config`` dict updates the run config.
+        metrics: the history keys logged, matched as ``excludes`` are (None:
+            all of them); :data:`X_AXIS_KEYS` are logged whatever it says.
+            It leaves the run config alone; ``excludes`` wins over it.
+
+    Example:
+        >>> rules = Rules(metrics=("eval/loss",))
+        >>> rules.logs_metric("eval/loss"), rules.logs_metric("eval/acc")
+        (True, False)
+        >>> rules.logs_metric("training_iteration"), rules.may_hold_metric("eval")
+        (True, True)
     """
 
     excludes: tuple[str, ...] = ()
     log_config: bool = False
+    metrics: tuple[str, ...] | None = None
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _included: frozenset[str] = field(init=False, repr=False, compare=False)
+    _included_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _parents: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_exact", frozenset(self.excludes))
         object.__setattr__(self, "_prefixes", tuple(f"{e}/" for e in self.excludes))
+        metrics = self.metrics or ()
+        object.__setattr__(self, "_included", frozenset((*metrics, *X_AXIS_KEYS)))
+        object.__setattr__(self, "_included_prefixes", tuple(f"{m}/" for m in metrics))
+        # "a" and "a/b" for "a/b/c": results that nest it under dicts.
+        parents = {m.rsplit("/", i)[0] for m in metrics for i in range(1, m.count("/") + 1)}
+        object.__setattr__(self, "_parents", frozenset(parents))
 
     def excluded(self, key: str) -> bool:
         """Whether ``key`` (flattened with ``"/"``) is excluded."""
         return key in self._exact or (bool(self._prefixes) and key.startswith(self._prefixes))
+
+    def logs_metric(self, key: str) -> bool:
+        """Whether ``metrics`` lets the history key ``key`` (flattened) through."""
+        if self.metrics is None or key in self._included:
+            return True
+        return bool(self._included_prefixes) and key.startswith(self._included_prefixes)
+
+    def may_hold_metric(self, key: str) -> bool:
+        """Whether a dict under ``key`` may hold a key that ``metrics`` lets through."""
+        return self.logs_metric(key) or key in self._parents
 
 
 @dataclass
@@ -156,6 +191,23 @@ def as_excludes(excludes: Any) -> tuple[str, ...]:
     if isinstance(excludes, (str, bytes)) or not isinstance(excludes, Iterable):
         raise TypeError(f"excludes must be a list of result keys, not {excludes!r}")
     return tuple(str(e) for e in excludes)
+
+
+def as_metrics(metrics: Any) -> tuple[str, ...] | None:
+    """The ``metrics`` option as a tuple of keys, or None (every metric).
+
+    Example:
+        >>> as_metrics(["loss", "eval/acc"]), as_metrics(None)
+        (('loss', 'eval/acc'), None)
+
+    Raises:
+        TypeError: a single string (a common slip for a one-key list) or not a list.
+    """
+    if metrics is None:
+        return None
+    if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Iterable):
+        raise TypeError(f"metrics must be a list of result keys (or None for all), not {metrics!r}")
+    return tuple(str(m) for m in metrics)
 
 
 def is_wandb_media(value: object) -> bool:
@@ -430,9 +482,11 @@ def split_result(result: Mapping[str, Any], rules: Rules) -> Split:
             config[key] = _config_value(value)
             continue
         if isinstance(value, Mapping):
-            _add_mapping(history, dropped, key, value, rules)
+            if rules.may_hold_metric(key):
+                _add_mapping(history, dropped, key, value, rules)
             continue
-        _add_history(history, dropped, key, value)
+        if rules.logs_metric(key):
+            _add_history(history, dropped, key, value)
     return split
 
 
@@ -454,12 +508,16 @@ def _add_mapping(
         dropped.append(key)
         return
     excluded = rules.excluded
+    # Without metrics (the default) no call per key for them: this runs per result.
+    logs_metric = None if rules.metrics is None else rules.logs_metric
     for sub, subvalue in flat.items():
-        if not excluded(sub):
+        if not excluded(sub) and (logs_metric is None or logs_metric(sub)):
             _add_history(history, dropped, sub, subvalue)
 
 
-_SKIP, _HISTORY, _AUTO, _CONFIG = range(4)
+#: Where a result key goes; _NESTED: only a dict under it is looked into
+#: (``metrics`` names keys inside it, not the key itself).
+_SKIP, _HISTORY, _AUTO, _CONFIG, _NESTED = range(5)
 _MISSING = object()
 
 
@@ -500,8 +558,12 @@ class Splitter:
             route = _CONFIG if rules.log_config else _SKIP
         elif key in _AUTO_CONFIG:
             route = _AUTO
-        else:
+        elif rules.logs_metric(key):
             route = _HISTORY
+        elif rules.may_hold_metric(key):
+            route = _NESTED
+        else:
+            route = _SKIP
         return route
 
     def split(
@@ -535,6 +597,8 @@ class Splitter:
                     continue
                 sent_raw[key] = value
                 self._changed(config, key, _config_value(value))
+            elif route == _NESTED and isinstance(value, Mapping):
+                _add_mapping(history, dropped, key, value, self.rules)
             elif route == _CONFIG and isinstance(value, Mapping) and self._config_moved(value):
                 for name, entry in clean_config(value, self.rules.excludes).items():
                     self._changed(config, name, entry)

@@ -53,6 +53,7 @@ class CallbackSettings:
         group: the callback's group (None: ``WANDB_GROUP_NAME``, else the experiment).
         excludes: result keys logged neither to history nor to config.
         log_config: log each result's ``config`` into the run config.
+        metrics: the history keys logged (None: all).
         init_kwargs: the callback's own ``wandb.init`` arguments (no key in them).
         api_key_file: the callback's key file, read on the trial's node if there.
         group_by_trainable: the callback is ``WandbLogger``'s, whose default group
@@ -67,6 +68,7 @@ class CallbackSettings:
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     api_key_file: str | None = None
     group_by_trainable: bool = False
+    metrics: tuple[str, ...] | None = None
 
 
 def _settings_key() -> bytes | None:

@@ -32,12 +32,52 @@ class TrialRun:
         excludes: the result keys left out.
         unknown: entry keys ``wandb.init`` does not take, left out, each with
             the name likely meant.
+        cut_tags: tags W&B would refuse (over 64 characters), each cut to
+            its first 64 characters in ``init_kwargs["tags"]``.
     """
 
     init_kwargs: dict[str, Any]
     options: dict[str, Any]
     excludes: tuple[str, ...]
     unknown: dict[str, str | None]
+    cut_tags: tuple[str, ...] = ()
+
+
+#: The longest tag W&B takes (``wandb.Settings`` refuses longer ones).
+MAX_TAG_LENGTH = 64
+
+
+def merge_tags(*layers: Any) -> tuple[list[str] | None, tuple[str, ...]]:
+    """The run's tags: every layer's, in order, each once; and the tags that were cut.
+
+    A layer is a list of tags, a single tag (a string, or any other value
+    that is not a list) or None. Tags are made strings; empty ones are left
+    out, and ones longer than :data:`MAX_TAG_LENGTH` cut to it (W&B refuses
+    both, which would cost the trial its run). None when no layer has tags.
+
+    Example:
+        >>> merge_tags(["ray", "tune"], "lr=0.1", None, ["tune", ""])
+        (['ray', 'tune', 'lr=0.1'], ())
+        >>> merge_tags(None, None)
+        (None, ())
+    """
+    if all(layer is None for layer in layers):
+        return None, ()
+    tags: dict[str, None] = {}
+    cut: list[str] = []
+    for layer in layers:
+        if layer is None:
+            continue
+        single = isinstance(layer, (str, bytes)) or not isinstance(layer, Iterable)
+        values = [layer] if single else layer
+        for value in values:
+            tag = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if len(tag) > MAX_TAG_LENGTH:
+                cut.append(tag)
+                tag = tag[:MAX_TAG_LENGTH]
+            if tag:
+                tags[tag] = None
+    return list(tags), tuple(cut)
 
 
 def trial_run(
@@ -66,7 +106,8 @@ def trial_run(
     trial's, its ``"wandb"`` entry and ``excludes`` left out), the directory,
     resume. Then each of ``layers`` in order (the callback's own keyword
     arguments, say), then the trial's ``"wandb"`` entry, then ``overrides``
-    (``setup_wandb``'s own arguments): each wins over what came before.
+    (``setup_wandb``'s own arguments): each wins over what came before,
+    except ``tags``, which add up (see :func:`merge_tags`).
     ``settings`` start from ``settings`` and take each layer's set fields in
     the same order.
 
@@ -93,12 +134,17 @@ def trial_run(
     if resolved_project is not None:
         init_kwargs["project"] = resolved_project
     merged_settings = dict(settings)
-    for layer in (*layers, entry_kwargs, overrides or {}):
+    all_layers = (*layers, entry_kwargs, overrides or {})
+    for layer in all_layers:
         init_kwargs.update(layer)
         if layer.get("settings") is not None:
             merged_settings.update(_settings.merge_settings(layer["settings"], False, quiet=False))
     init_kwargs["settings"] = merged_settings
-    return TrialRun(init_kwargs, options, excludes, unknown)
+    # Tags add up (the callback's, then the trial's own) where other keys override.
+    tags, cut = merge_tags(*(layer.get("tags") for layer in all_layers))
+    if tags is not None:
+        init_kwargs["tags"] = tags
+    return TrialRun(init_kwargs, options, excludes, unknown, cut)
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_wandb._backlog import Backlog
-from tune_wandb._protocol import ConsoleLines, FinishRun, LogRow, UploadCheckpoint
+from tune_wandb._protocol import FinishRun, LogRow, RunItem
 
-#: What the ledger carries: a row, a checkpoint or console lines (each with its
-#: ``seq``), or the end marker.
-Message = LogRow | UploadCheckpoint | ConsoleLines | FinishRun
+#: What the ledger carries: a row, a checkpoint, console lines, the trial's
+#: end (each with its ``seq``), or the end marker.
+Message = RunItem | FinishRun
 #: What the ledger carries but the end marker.
-Item = LogRow | UploadCheckpoint | ConsoleLines
+Item = RunItem
 
 
 @dataclass(frozen=True)

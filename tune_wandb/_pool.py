@@ -90,7 +90,9 @@ from tune_wandb._protocol import (
     ShutdownLauncher,
     SpawnWorker,
     StopWorker,
+    UpdateConfig,
     UploadCheckpoint,
+    UploadTrialDir,
     UseService,
     WorkerExited,
     WorkerLog,
@@ -292,6 +294,13 @@ class Run:
         """Queue a checkpoint directory for upload as an artifact."""
         self._inbox_put(_Checkpoint(self, path, filesystem, iteration))
 
+    def trial_end(self, config: dict[str, Any] | None, trial_dir: str | None) -> None:
+        """Queue the trial's final run config and its directory's upload, if given.
+
+        Put before :meth:`finish`, they travel after every row and before the end marker.
+        """
+        self._inbox_put(_TrialEnd(self, config, trial_dir))
+
     def console(self, stream: str, lines: list[str]) -> None:
         """Queue lines the trial wrote to ``stream`` (stdout, stderr) for its Logs tab."""
         self._inbox_put(_Console(self, stream, tuple(lines)))
@@ -361,6 +370,13 @@ class _Checkpoint:
     path: str
     filesystem: Any
     iteration: int | None
+
+
+@dataclass(frozen=True)
+class _TrialEnd:
+    run: Run
+    config: dict[str, Any] | None
+    trial_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -700,6 +716,8 @@ class WorkerPool:
                 run.ledger.append(
                     UploadCheckpoint(seq, command.path, command.filesystem, command.iteration)
                 )
+        elif isinstance(command, _TrialEnd):
+            self._add_trial_end(command)
         elif isinstance(command, _Console):
             self._add_console(command)
         elif isinstance(command, _Finish):
@@ -715,6 +733,15 @@ class WorkerPool:
             self._begin_close()
         elif isinstance(command, _Call):
             self._send_call(command)
+
+    def _add_trial_end(self, command: _TrialEnd) -> None:
+        run = command.run
+        if run.state is not RunState.LOGGING:
+            return
+        if command.config is not None:
+            run.ledger.append(UpdateConfig(run.ledger.next_seq(), command.config))
+        if command.trial_dir is not None:
+            run.ledger.append(UploadTrialDir(run.ledger.next_seq(), command.trial_dir))
 
     def _add_console(self, command: _Console) -> None:
         """Console lines go with the rows, unless the run's backlog is at its cap.

@@ -13,7 +13,8 @@ socket:
 * driver <-> worker (one socket per worker process, which may hold many
   runs): the driver opens each run in the worker (:class:`OpenRun`), then
   sends :class:`Batch` messages naming their run and holding
-  :class:`LogRow`, :class:`UploadCheckpoint`, :class:`ConsoleLines` and
+  :class:`LogRow`, :class:`UploadCheckpoint`, :class:`ConsoleLines`, at the
+  trial's end :class:`UpdateConfig` and :class:`UploadTrialDir`, and
   finally :class:`FinishRun`, the run's end marker; the worker answers,
   naming the run,
   :class:`PieceSettled` (a replacement only), :class:`RunStarted`,
@@ -166,6 +167,25 @@ class UploadCheckpoint:
 
 
 @dataclass(frozen=True)
+class UploadTrialDir:
+    """Log the trial's local directory (``path``, on the driver's node) as a W&B artifact.
+
+    Sent at the trial's end, before :class:`FinishRun` (``save_trial_dir``).
+    """
+
+    seq: int
+    path: str
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Update the run config with ``config`` (the trial's final config, at its end)."""
+
+    seq: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ConsoleLines:
     """Lines a trial wrote to ``stream`` (``"stdout"`` or ``"stderr"``), for the run's Logs tab.
 
@@ -175,6 +195,10 @@ class ConsoleLines:
     seq: int
     stream: str
     lines: tuple[str, ...]
+
+
+#: What travels to a run's worker in order, each numbered by ``seq``.
+RunItem = LogRow | UploadCheckpoint | UploadTrialDir | UpdateConfig | ConsoleLines
 
 
 @dataclass(frozen=True)
@@ -201,7 +225,7 @@ class Batch:
     """Messages for run ``run`` sent together: the pool thread batches what piled up."""
 
     run: int
-    messages: tuple[LogRow | UploadCheckpoint | ConsoleLines | FinishRun, ...]
+    messages: tuple[RunItem | FinishRun, ...]
 
 
 @dataclass(frozen=True)

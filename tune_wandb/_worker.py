@@ -64,8 +64,11 @@ from tune_wandb._protocol import (
     Retired,
     RunFailed,
     RunFinished,
+    RunItem,
     RunStarted,
+    UpdateConfig,
     UploadCheckpoint,
+    UploadTrialDir,
     UseService,
     WorkerLog,
     WorkerSetup,
@@ -543,9 +546,7 @@ class _Slot:
         self.stalled = False
         #: Messages read from the driver and not handled yet, in order (after
         #: wandb-core died: first those it had not written).
-        self.todo: collections.deque[LogRow | UploadCheckpoint | ConsoleLines | FinishRun] = (
-            collections.deque()
-        )
+        self.todo: collections.deque[RunItem | FinishRun] = collections.deque()
 
     # -- messages to the driver --------------------------------------------
 
@@ -923,7 +924,7 @@ class _Slot:
             self._handle(message)
         return None
 
-    def _handle(self, message: LogRow | UploadCheckpoint | ConsoleLines) -> None:
+    def _handle(self, message: RunItem) -> None:
         """Log a row or upload a checkpoint; kept until the run file holds it.
 
         Raises:
@@ -942,10 +943,15 @@ class _Slot:
                 handled.recorded = self._log(message)
             finally:
                 self._doing("idle")
+        elif isinstance(message, UpdateConfig):
+            self._update_config(message.config)
         else:
             self._doing("upload")
             try:
-                self._upload_checkpoint(message)
+                if isinstance(message, UploadTrialDir):
+                    self._upload_trial_dir(message)
+                else:
+                    self._upload_checkpoint(message)
             finally:
                 self._doing("idle")
 
@@ -1048,16 +1054,19 @@ class _Slot:
         self._say(logging.WARNING, "lost the Tune driver; finishing the run with what it has")
         return EXIT_DRIVER_LOST
 
+    def _update_config(self, config: dict[str, Any]) -> None:
+        try:
+            self.wb.config.update(config, allow_val_change=True)
+        except Exception as exc:
+            self._raise_if_service_lost(exc)
+            self._warn_once("config", f"could not update the run config: {exc!r}")
+
     def _log(self, message: LogRow) -> bool:
         """Log one row; whether it made a history record (confirmations count them)."""
         run = self.wb
         row = message.history
         if message.config:
-            try:
-                run.config.update(message.config, allow_val_change=True)
-            except Exception as exc:
-                self._raise_if_service_lost(exc)
-                self._warn_once("config", f"could not update the run config: {exc!r}")
+            self._update_config(message.config)
         for key in _WANDB_OWN_KEYS:
             if key in row:
                 del row[key]
@@ -1124,6 +1133,31 @@ class _Slot:
         except Exception as exc:
             self._raise_if_service_lost(exc)
             self._say(logging.WARNING, f"could not upload checkpoint {message.path}: {exc!r}")
+
+    def _upload_trial_dir(self, message: UploadTrialDir) -> None:
+        """The trial's directory as an artifact (type ``trial_dir``), as MLflow's ``save_artifact``.
+
+        A missing or empty directory is said and skipped: wandb would log an
+        empty artifact.
+        """
+        import wandb
+
+        try:
+            if not _has_files(message.path):
+                self._say(
+                    logging.WARNING,
+                    f"save_trial_dir: {message.path} holds no files (or is gone); no artifact",
+                )
+                return
+            artifact = wandb.Artifact(
+                name=f"trial_dir_{_artifact_safe(self.setup.trial_name)}", type="trial_dir"
+            )
+            self._log_artifact(artifact, message.path, ["latest"])
+        except Exception as exc:
+            self._raise_if_service_lost(exc)
+            self._say(
+                logging.WARNING, f"could not upload the trial directory {message.path}: {exc!r}"
+            )
 
     def _log_artifact(self, artifact: Any, path: str, aliases: list[str]) -> None:
         """Add ``path`` to ``artifact`` and log it; offline, staged inside the run directory.
@@ -1326,9 +1360,7 @@ class _Handled:
 
     __slots__ = ("at", "message", "recorded")
 
-    def __init__(
-        self, message: LogRow | UploadCheckpoint | ConsoleLines, recorded: bool, at: float
-    ) -> None:
+    def __init__(self, message: RunItem, recorded: bool, at: float) -> None:
         self.message = message
         #: It made a history record (a row wandb took): confirmations count these.
         self.recorded = recorded
@@ -1387,6 +1419,11 @@ def _write_error(run_dir: str) -> str:
             # "...: write <path>: file too large": the last part is the cause.
             return message.rsplit(": ", 1)[-1].strip()[:200]
     return ""
+
+
+def _has_files(path: str) -> bool:
+    """Whether the directory ``path`` holds at least one file, at any depth."""
+    return any(files for _, _, files in os.walk(path))
 
 
 def _artifact_safe(name: str) -> str:

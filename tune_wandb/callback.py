@@ -49,6 +49,8 @@ class _TrialLog:
     """The Tune loop's record of a trial: its current run, and every run opened for it."""
 
     run: Run
+    #: The filters of the current run's results (its excludes serve the final config).
+    rules: _filters.Rules = field(default_factory=_filters.Rules)
     #: The trial ended (its end marker is queued): a result after it opens a new run.
     ended: bool = False
     runs: list[Run] = field(default_factory=list)
@@ -88,6 +90,22 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         ... )
         >>> tuner.fit()  # doctest: +SKIP
 
+        The peers' extras: only some metrics (``training_iteration`` always
+        comes too), tags for every run and each trial's own, the final
+        config of a PBT trial, and each trial's directory as an artifact:
+
+        >>> callback = WandbLoggerCallback(
+        ...     project="my-project",
+        ...     metrics=["loss", "eval"],
+        ...     tags=["resnet"],
+        ...     log_params_on_trial_end=True,
+        ...     save_trial_dir=True,
+        ... )
+        >>> param_space = {
+        ...     "lr": tune.loguniform(1e-4, 1e-1),
+        ...     "wandb": {"tags": tune.sample_from(lambda spec: [f"bs={spec.config.bs}"])},
+        ... }
+
     Args:
         project: W&B project. Default: ``WANDB_PROJECT_NAME``, else
             ``WANDB_PROJECT``, else wandb's own default project.
@@ -98,10 +116,29 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             ``WANDB_API_KEY``. Never pickled with the callback.
         excludes: result keys logged neither to history nor to config: an exact
             flattened name (``"a/b"``) or a ``"/"``-prefix (``"a"``).
+        metrics: the result keys logged to the history, matched as ``excludes``
+            are (Aim's ``metrics``). Default ``None``: every key. Tune's step
+            counters ``training_iteration`` and ``timesteps_total`` (W&B's
+            x-axis) are logged whatever it says, and the run config (the
+            trial's facts, ``log_config``) is left alone; ``excludes`` wins
+            over it. Example: ``metrics=["loss", "eval"]`` logs ``loss``,
+            ``eval/acc``, ``eval/loss`` and ``training_iteration``.
         log_config: also log each result's ``config`` into the run config
             (values that change, as under PBT, are updated).
         upload_checkpoints: upload each checkpoint Tune saves as a W&B artifact,
             from the worker.
+        log_params_on_trial_end: when a trial ends, update its run config
+            with the trial's final config (MLflow's argument): under PBT, the
+            hyperparameters the trial ended with. Default ``False``. Unlike
+            MLflow's, the run config still gets the trial's first config when
+            the run starts, so that running runs can be filtered by it.
+        save_trial_dir: when a trial ends, log its local directory on the
+            driver (``trial.local_path``: Tune's ``params.json``,
+            ``result.json``, ``progress.csv``, TensorBoard events, ``error.txt``)
+            as a W&B artifact of type ``trial_dir`` named
+            ``trial_dir_<trial name>``, from the worker, as MLflow's
+            ``save_artifact`` does. Default ``False``. Checkpoints are not in
+            it: see ``upload_checkpoints``.
         upload_timeout: seconds ``on_experiment_end`` waits for runs to finish
             uploading before it stops their workers and says how to upload them.
         video_kwargs: keyword arguments for ``wandb.Video`` (5-dim arrays).
@@ -141,7 +178,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             makes it from the uploaded runs. See docs/sweeps.md.
         **wandb_init_kwargs: passed to ``wandb.init`` and winning over the
             callback's own choices (``id``, ``name``, ``group``, ``dir``,
-            ``mode``, ``settings``, ...).
+            ``mode``, ``settings``, ...). ``tags`` (default: none) are added
+            to by each trial's: a trial's ``"wandb"`` entry's ``tags`` come
+            after the callback's, each tag once, where its other keys win.
 
     Run names are ``str(trial)``; run ids are the trial id followed by a short
     suffix derived from the experiment, the same again after ``Tuner.restore``.
@@ -155,7 +194,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         api_key: str | None = None,
         excludes: Iterable[str] = (),
         log_config: bool = False,
+        metrics: Iterable[str] | None = None,
         upload_checkpoints: bool = False,
+        log_params_on_trial_end: bool = False,
+        save_trial_dir: bool = False,
         upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         video_kwargs: dict[str, Any] | None = None,
         image_kwargs: dict[str, Any] | None = None,
@@ -209,8 +251,11 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self.api_key_file = api_key_file
         self.api_key = api_key
         self.excludes = _filters.as_excludes(excludes)
+        self.metrics = _filters.as_metrics(metrics)
         self.log_config = log_config
         self.upload_checkpoints = upload_checkpoints
+        self.log_params_on_trial_end = log_params_on_trial_end
+        self.save_trial_dir = save_trial_dir
         self.upload_timeout = upload_timeout
         self.video_kwargs = dict(video_kwargs or {})
         self.image_kwargs = dict(image_kwargs or {})
@@ -243,6 +288,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         self._said_project = False
         self._said_entry_key = False
         self._said_unknown: set[str] = set()
+        self._said_tags: set[str] = set()
         #: Whether the job's trial processes were told this callback's settings.
         self._published = False
         #: The experiments whose trials were claimed (their claims withdrawn at the end).
@@ -273,7 +319,14 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A callback pickled by an earlier version lacks the newer arguments.
-        defaults = {"sweep": None, "capture_console": True, "runs_per_worker": None}
+        defaults = {
+            "sweep": None,
+            "capture_console": True,
+            "runs_per_worker": None,
+            "metrics": None,
+            "log_params_on_trial_end": False,
+            "save_trial_dir": False,
+        }
         self.__dict__.update({**defaults, "group_by_trainable": False, **state})
         self._init_runtime()
 
@@ -371,6 +424,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 init_kwargs=init_kwargs,
                 api_key_file=self.api_key_file,
                 group_by_trainable=self.group_by_trainable,
+                metrics=self.metrics,
             )
         )
 
@@ -463,6 +517,19 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 'tune-wandb: the trials\' "wandb" config entry has keys wandb.init does not '
                 "take: %s; they are left out (said once).",
                 _settings.describe_unknown(new),
+            )
+
+    def _say_cut_tags(self, cut: tuple[str, ...]) -> None:
+        """Say (once per tag) which tags were cut to the 64 characters W&B takes."""
+        new = [tag for tag in cut if tag not in self._said_tags]
+        if new:
+            self._said_tags.update(new)
+            logger.warning(
+                "tune-wandb: W&B takes tags of at most %d characters; %s cut to %d "
+                "(said once per tag).",
+                _initargs.MAX_TAG_LENGTH,
+                ", ".join(repr(tag) for tag in new),
+                _initargs.MAX_TAG_LENGTH,
             )
 
     def _check_callback_key(self) -> None:
@@ -561,8 +628,9 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         """Open a run for the trial: its first, or a new piece of it once the last ended."""
         if self._token is None:  # hooks called without setup(), as in some tests of Tune's
             self.setup()
-        setup, prepare = self._setup_for(trial)
+        setup, rules = self._setup_for(trial)
         gate = self._sweep.gate if self._sweep is not None else None
+        prepare = _row_maker(str(trial), rules)
         run = self._pool.open(trial.trial_id, str(trial), setup, prepare, gate)
         if self._sweep is not None and self._sweep_dir is None:
             # Kept in the experiment directory for `sync --sweep` and restores.
@@ -571,10 +639,10 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
                 _experiment_sweep.write_record(self._sweep_dir, self._sweep.record())
         self._claim_actor(trial, run)
         if state is None:
-            state = self._trials[trial.trial_id] = _TrialLog(run)
+            state = self._trials[trial.trial_id] = _TrialLog(run, rules)
         else:
             state.runs.append(run)
-            state.run, state.ended = run, False
+            state.run, state.rules, state.ended = run, rules, False
         return state
 
     def _claim_actor(self, trial: Trial, run: Run) -> None:
@@ -595,7 +663,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
         pending.add_done_callback(claim)
 
-    def _setup_for(self, trial: Trial) -> tuple[WorkerSetup, Prepare]:
+    def _setup_for(self, trial: Trial) -> tuple[WorkerSetup, _filters.Rules]:
         """What the trial's worker needs, and the filters of its results."""
         assert self._token is not None
         run_root, storage = _run_location(trial)
@@ -615,6 +683,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             layers=[self.wandb_init_kwargs],
         )
         self._say_unknown(run.unknown)
+        self._say_cut_tags(run.cut_tags)
         options, init_kwargs = run.options, run.init_kwargs
         # Ray's callback adds it, and dashboards filter on it.
         init_kwargs["config"][_filters.TRIAL_LOG_PATH] = trial.path
@@ -637,7 +706,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             video_kwargs=self.video_kwargs,
             capture_console=capture,
         )
-        return setup, _row_maker(str(trial), _filters.Rules(run.excludes, log_config))
+        return setup, _filters.Rules(run.excludes, log_config, self.metrics)
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Queue the result for the trial's worker; returns at once.
@@ -686,8 +755,20 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
             # says it ran, and how it ended.
             state = self._open_or_hand_off(trial, None)
         if state is not None and not state.ended:
-            state.ended = True
-            self._finish_run(state.run, 1 if failed else 0)
+            self._end_trial(trial, state, 1 if failed else 0)
+
+    def _end_trial(self, trial: Trial | None, state: _TrialLog, exit_code: int) -> None:
+        """Queue the trial's final config and directory (if asked), then the end marker."""
+        state.ended = True
+        if trial is not None and (self.log_params_on_trial_end or self.save_trial_dir):
+            config = None
+            if self.log_params_on_trial_end:
+                config = _filters.clean_config(trial.config, state.rules.excludes)
+            trial_dir = None
+            if self.save_trial_dir:
+                trial_dir = _trial_local_path(trial)
+            state.run.trial_end(config, trial_dir)
+        self._finish_run(state.run, exit_code)
 
     def _finish_run(self, run: Run, exit_code: int) -> None:
         """The end marker, once the trial's console lines stopped coming (if they are logged)."""
@@ -698,11 +779,12 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Wait up to ``upload_timeout`` for every run to finish, then end the workers."""
-        status = {t.trial_id: t.status for t in trials}
+        by_id = {t.trial_id: t for t in trials}
         for trial_id, state in self._trials.items():
             if not state.ended:
-                state.ended = True
-                self._finish_run(state.run, _exit_code_for(status.get(trial_id)))
+                trial = by_id.get(trial_id)
+                status = trial.status if trial is not None else None
+                self._end_trial(trial, state, _exit_code_for(status))
         self._stop_console()
         runs = [run for state in self._trials.values() for run in state.runs]
         pending = self._wait(runs)
@@ -920,6 +1002,15 @@ def _warn_once_of_debug() -> None:
         "debug-internal.log. Unset it unless you are debugging wandb itself, and do not "
         "share those logs."
     )
+
+
+def _trial_local_path(trial: Trial) -> str | None:
+    """The trial's directory on the driver (``trial.local_path``), None if Tune has none."""
+    try:
+        path = trial.local_path
+    except Exception:  # Tune raises when the trial's directory is not named yet
+        return None
+    return str(path) if path else None
 
 
 def _local_experiment_dir(trials: list[Trial]) -> str | None:

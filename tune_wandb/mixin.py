@@ -617,7 +617,9 @@ def start_trial_run(
     # step, and rows without training_iteration would be plotted at 0.
     if callback is not None:
         log_config = bool(spec.options.get("log_config", callback.log_config))
-        _log_tune_results(trainable, run, _filters.Rules(spec.excludes, log_config))
+        # Published by an earlier tune-wandb, the settings may lack ``metrics``.
+        metrics = getattr(callback, "metrics", None)
+        _log_tune_results(trainable, run, _filters.Rules(spec.excludes, log_config, metrics))
     return run
 
 
