@@ -46,8 +46,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from wandb_reader import find_runs  # noqa: E402
 
-MODES = ("none", "tune-wandb", "tune-wandb-shared-core", "ray-builtin")
-DEFAULT_MODES = MODES
+MODES = ("none", "tune-wandb", "tune-wandb-shared-core", "ray-builtin", "tune-wandb-no-console")
+#: ``tune-wandb-no-console`` (``capture_console=False``) is for ``--log-to-driver --print``,
+#: where it and ``tune-wandb`` differ by the cost of console capture.
+DEFAULT_MODES = MODES[:4]
 
 
 # -- the trainable -----------------------------------------------------------
@@ -66,6 +68,8 @@ def busy_trainable(config: dict[str, Any]) -> None:
             x = 0
             while time.perf_counter() < end:
                 x += 1
+        if config.get("print"):
+            print(f"step {i}: loss {1.0 / (i + 1):.4f}", flush=True)
         tune.report({"loss": 1.0 / (i + 1), "acc": i / config["n"], "lr": config["lr"]})
 
 
@@ -81,6 +85,7 @@ def timed_callback(inner: Any) -> Any:
             self.inner = inner
             self.result_ns: list[int] = []
             self.start_ns: list[int] = []
+            self.end_ns = 0
 
         def setup(self, *args: Any, **kwargs: Any) -> None:
             self.inner.setup(*args, **kwargs)
@@ -108,7 +113,9 @@ def timed_callback(inner: Any) -> Any:
             self.inner.on_trial_restore(*args, **kwargs)
 
         def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
+            t = time.perf_counter_ns()
             self.inner.on_experiment_end(*args, **kwargs)
+            self.end_ns = time.perf_counter_ns() - t
 
         def get_state(self) -> Any:
             return self.inner.get_state()
@@ -173,13 +180,19 @@ class Run:
     logging_peak_pss_mb: float = 0.0
     logging_peak_processes: int = 0
     rows_landed: int = 0
+    #: The callback's on_experiment_end: waiting for the runs to finish.
+    end_s: float = 0.0
 
 
 def make_callback(mode: str) -> Any:
     if mode.startswith("tune-wandb"):
         from tune_wandb import WandbLoggerCallback
 
-        return WandbLoggerCallback(project="bench", shared_service=mode.endswith("shared-core"))
+        return WandbLoggerCallback(
+            project="bench",
+            shared_service=mode.endswith("shared-core"),
+            capture_console=not mode.endswith("no-console"),
+        )
     if mode == "ray-builtin":
         from ray.air.integrations.wandb import WandbLoggerCallback as RayCallback
 
@@ -197,6 +210,7 @@ def run_experiment(
     concurrency: int,
     sleep: bool,
     name: str,
+    print_lines: bool = False,
 ) -> Run:
     from ray import tune
 
@@ -214,6 +228,7 @@ def run_experiment(
                 "n": results,
                 "compute_ms": compute_ms,
                 "sleep": sleep,
+                "print": print_lines,
             },
             name=name,
             storage_path=str(storage),
@@ -249,6 +264,7 @@ def run_experiment(
             run.callback_thread_cpu_s = pool.thread_clock.seconds
         run.result_us = [ns / 1000 for ns in timed.result_ns]
         run.start_ms = [ns / 1e6 for ns in timed.start_ns]
+        run.end_s = timed.end_ns / 1e9
         runs = find_runs(storage / name)
         run.rows_landed = sum(len(r.history) for r in runs.values())
     return run
@@ -403,6 +419,12 @@ def main() -> int:
         help="concurrent trials of Ray's built-in callback's scale run (0: none)",
     )
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"of {','.join(MODES)}")
+    parser.add_argument(
+        "--log-to-driver",
+        action="store_true",
+        help="ray.init(log_to_driver=True), Ray's default: trial output reaches the driver",
+    )
+    parser.add_argument("--print", action="store_true", help="each result also prints a line")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
@@ -414,7 +436,12 @@ def main() -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=args.log_to_driver,
+        configure_logging=False,
+    )
     runs: list[Run] = []
     scale: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="tune-wandb-bench-") as tmp:
@@ -425,6 +452,7 @@ def main() -> int:
             compute_ms=args.compute_ms,
             concurrency=args.concurrency,
             sleep=False,
+            print_lines=args.print,
         )
         # A warm-up experiment, so that no mode pays Ray's first-trial costs.
         run_experiment("none", storage, name="warmup", **{**common, "trials": 2, "results": 5})
@@ -433,7 +461,8 @@ def main() -> int:
                 run = run_experiment(mode, storage, name=f"{mode}-{round_no}", **common)
                 runs.append(run)
                 print(
-                    f"round {round_no} {mode}: wall {run.wall_s:.1f}s rows {run.rows_landed}",
+                    f"round {round_no} {mode}: wall {run.wall_s:.1f}s "
+                    f"(experiment end {run.end_s:.1f}s) rows {run.rows_landed}",
                     flush=True,
                 )
         if args.scale:
