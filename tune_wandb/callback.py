@@ -103,6 +103,7 @@ class WandbLoggerCallback(LoggerCallback):  # type: ignore[misc]
         ... )
         >>> param_space = {
         ...     "lr": tune.loguniform(1e-4, 1e-1),
+        ...     "bs": tune.choice([32, 64]),
         ...     "wandb": {"tags": tune.sample_from(lambda spec: [f"bs={spec.config.bs}"])},
         ... }
 
