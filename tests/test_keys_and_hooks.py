@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,27 @@ def test_trials_on_other_nodes_get_the_shared_key(tmp_path: Path) -> None:
         ray.kill(keyshare._DRIVER_HANDLES.pop(ray.get_runtime_context().get_job_id()))
     with pytest.raises(ValueError, match="found no W&B API key"):
         tune_wandb.share_api_key()
+
+
+@pytest.mark.slow
+def test_the_callback_never_starts_ray_itself(tmp_path: Path) -> None:
+    # Ray's get_runtime_context() starts a whole Ray instance when none runs:
+    # the callback used outside Tune, or before ray.init, must not.
+    code = (
+        "import ray\n"
+        "from tune_wandb import WandbLoggerCallback\n"
+        "callback = WandbLoggerCallback(project='p')\n"
+        "callback.setup()\n"
+        "callback.on_experiment_end([])\n"
+        "print('ray started:', ray.is_initialized())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ray started: False", done.stdout + done.stderr

@@ -76,6 +76,9 @@ def _settings_key() -> bytes | None:
     try:
         import ray
 
+        # get_runtime_context() would start a Ray instance in this process.
+        if not ray.is_initialized():
+            return None
         return f"callback:{ray.get_runtime_context().get_job_id()}".encode()
     except Exception:
         return None
