@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -133,6 +135,46 @@ def _wandb_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+#: Set while this session's Ray instance (ray_session) is up.
+_RAY_SESSION_UP = threading.Event()
+
+
+#: Tests that left a Ray instance of their own behind (named at the end).
+_STRAY_RAY: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_from_ray_session(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shut down a Ray instance a test started outside ray_session, and name the test.
+
+    ``tune.run`` and ``ray.get_runtime_context()`` start one when none runs:
+    left running, ray_session's ``ray.init`` fails in whichever test next
+    needs it (with pytest-xdist, in a process that happened to run this one
+    first), and every later test of that process errors.
+    """
+    yield
+    ray = sys.modules.get("ray")
+    if _RAY_SESSION_UP.is_set() or ray is None or not ray.is_initialized():
+        return
+    with _rays_own_resource_warnings_ignored():
+        ray.shutdown()
+    request.node.user_properties.append(("stray_ray", True))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the tests that started Ray outside ray_session (pytest-xdist's reports too)."""
+    if report.when == "teardown" and ("stray_ray", True) in report.user_properties:
+        _STRAY_RAY.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name the tests that started Ray outside ray_session: they should use it."""
+    if _STRAY_RAY:
+        terminalreporter.write_sep("-", "tests that started Ray outside ray_session")
+        for nodeid in _STRAY_RAY:
+            terminalreporter.write_line(nodeid)
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One local Ray instance for the whole session (starting Ray costs seconds)."""
@@ -145,6 +187,8 @@ def ray_session() -> Iterator[None]:
 
     # address="local": a new instance even if another Ray runs on this machine.
     with _rays_own_resource_warnings_ignored():
+        if ray.is_initialized():  # left by a test before this fixture (see above)
+            ray.shutdown()
         ray.init(
             address="local",
             num_cpus=2,
@@ -152,7 +196,9 @@ def ray_session() -> Iterator[None]:
             log_to_driver=False,
             configure_logging=False,
         )
+    _RAY_SESSION_UP.set()
     yield
+    _RAY_SESSION_UP.clear()
     with _rays_own_resource_warnings_ignored():
         ray.shutdown()
 
