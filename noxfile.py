@@ -23,6 +23,11 @@ nox.options.error_on_missing_interpreters = True
 # uv installs Ray and wandb in seconds where pip takes minutes; virtualenv
 # (and pip) where uv is not installed.
 nox.options.default_venv_backend = "uv|virtualenv"
+# uv does not write bytecode as it installs: in a fresh session every process
+# started at once (pytest-xdist's, Ray's workers, the tests' scripts) would
+# compile Ray and wandb for itself. On a fresh clone that pushed the corpus
+# scripts and the demo past their time limits.
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 #: Every interpreter the package supports (the classifiers in pyproject.toml).
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]

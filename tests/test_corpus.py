@@ -37,7 +37,8 @@ from wandb_reader import RunData, find_runs
 
 # The first test to need the scripts runs them all (two at a time): its setup takes the
 # corpus' whole time, longer than the suite's per-test timeout on a loaded machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# The first test runs every script (the module fixture): 7, two at a time.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -228,7 +229,8 @@ def run_script(name: str, home: Path) -> Outcome:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        # Two scripts at a time beside three other pytest-xdist processes.
+        timeout=600,
         check=False,
     )
     return Outcome(proc.returncode, proc.stdout, proc.stderr, home)

@@ -29,7 +29,7 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
 
@@ -44,6 +44,7 @@ def test_each_demo_gets_a_new_experiment_even_within_one_second(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the demo and four commands, beside other pytest-xdist processes
 def test_demo_quiet_its_own_experiment_and_commands_that_work(tmp_path: Path) -> None:
     # An earlier demo's experiment, left in the same directory.
     earlier = tmp_path / "tune-wandb-demo" / "demo"
